@@ -1,0 +1,79 @@
+"""The ``reidkit`` command: one entry point, each subcommand a thin function over the library.
+
+Each subcommand lives in ``reidkit/commands/<name>.py`` and defines
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+subcommand runs, so ``reidkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from reidkit import __version__
+from reidkit.errors import ReidkitError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "datasets": ("reidkit.commands.datasets", "print a dataset's statistics table (ids, images, cameras per split)"),
+    "synth": ("reidkit.commands.synth", "generate a synthetic pedestrian dataset in the Market-1501 layout"),
+    "models": ("reidkit.commands.models", "list the models with parameter counts and embedding sizes"),
+    "train": ("reidkit.commands.train", "train a model from a YAML config (torchrun for many GPUs)"),
+    "demo": ("reidkit.commands.demo", "synthetic data -> train STADB -> evaluate -> report, in minutes on a CPU"),
+    "eval": ("reidkit.commands.eval", "evaluate a checkpoint or saved features (mAP, CMC, mINP, re-ranking)"),
+    "extract": ("reidkit.commands.extract", "embed a folder or CSV of images into a features file"),
+    "index": ("reidkit.commands.index", "build or extend a gallery index from a folder of images"),
+    "search": ("reidkit.commands.search", "search a gallery index with query images (top-k, rank-list picture)"),
+    "export": ("reidkit.commands.export", "export a checkpoint to ONNX and check it against PyTorch"),
+    "visualize": ("reidkit.commands.visualize", "draw attention maps, drop masks and rank lists"),
+    "report": ("reidkit.commands.report", "write a self-contained HTML evaluation report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser, listing every subcommand (arguments are added lazily)."""
+    parser = argparse.ArgumentParser(
+        prog="reidkit",
+        description="Person re-identification toolkit: STADB, Mancs, BDB and baselines.",
+    )
+    parser.add_argument("--version", action="version", version=f"reidkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"reidkit {name}", description=help_text)
+    module.add_arguments(parser)  # type: ignore[attr-defined]
+    return parser, module
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 failure, 2 user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        top.parse_args(argv)  # prints help/version or an "invalid choice" error
+        top.print_help()
+        return 2 if argv else 0
+    name, rest = argv[0], argv[1:]
+    try:
+        parser, module = _command_parser(name)
+        args = parser.parse_args(rest)
+        return int(module.run(args) or 0)  # type: ignore[attr-defined]
+    except ReidkitError as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"reidkit: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reidkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

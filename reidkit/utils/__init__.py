@@ -1,0 +1,1 @@
+"""Small helpers shared across reidkit (atomic file writes, image decoding)."""

@@ -1,0 +1,67 @@
+"""Decoding person crops from disk into RGB, whatever mode the file is stored in."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reidkit.errors import ReidkitError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageReadError(ReidkitError):
+    """An image file that cannot be decoded."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL image (L, LA, P, RGBA, CMYK, I;16, I, F, 1) to 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = float(arr.max()) if arr.size else 0.0
+        scale = 255.0 / hi if hi > 255 else 1.0
+        arr8 = np.clip(arr * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Read an image file as RGB; raise :class:`ImageReadError` naming the file if it cannot be decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.load()
+                if img.width < 1 or img.height < 1:
+                    raise ImageReadError(f"{path}: image has no pixels")
+                return to_rgb(img)
+    except ImageReadError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"{path}: file not found") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def is_readable_image(path: str | os.PathLike[str]) -> bool:
+    """True if ``path`` decodes as an image."""
+    try:
+        read_image(path)
+    except ImageReadError:
+        return False
+    return True
+
+
+def find_unreadable(paths: Sequence[str]) -> list[str]:
+    """Return the paths among ``paths`` that do not decode (fully decoded, so truncated files are caught)."""
+    return [p for p in paths if not is_readable_image(p)]
