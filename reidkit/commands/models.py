@@ -1,0 +1,55 @@
+"""``reidkit models``: list the models with parameter counts and embedding sizes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+# Parameter counts the papers report (751 Market-1501 classes).
+PAPER_PARAMS: dict[str, str] = {
+    "stadb": "paper: 35.81M total (§4.5), 'model size 34.8M' (§4.2)",
+    "bdb": "paper (STADB §4.5): 32.27M",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--num-classes N`` (751) and ``--json``."""
+    parser.add_argument("--num-classes", type=int, default=751, metavar="N",
+                        help="training identities the classifiers are sized for (default 751, Market-1501)")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"name": {"params": .., "params_inference": .., "embedding_dim": ..}, ...}')
+
+
+def collect(num_classes: int) -> dict[str, dict[str, object]]:
+    """Build every registered model (random init) and return its counts and embedding size."""
+    import torch
+
+    from reidkit.errors import ReidkitError
+    from reidkit.models import build, names
+
+    if num_classes < 1:
+        raise ReidkitError(f"--num-classes must be >= 1, got {num_classes}")
+    rows: dict[str, dict[str, object]] = {}
+    with torch.device("meta"):
+        for name in names():
+            model = build(name, num_classes)
+            counts = model.param_counts()
+            rows[name] = {"params": counts["total"], "params_inference": counts["inference"],
+                          "embedding_dim": model.embedding_dim, "input_size": list(model.input_size)}
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table (or JSON); returns 0."""
+    rows = collect(args.num_classes)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<10} {'params':>10} {'inference':>10} {'embedding':>9}  {'input':>8}  note")
+    for name, row in rows.items():
+        h, w = row["input_size"]  # type: ignore[misc]
+        print(f"{name:<10} {row['params'] / 1e6:>9.2f}M {row['params_inference'] / 1e6:>9.2f}M "  # type: ignore[operator]
+              f"{row['embedding_dim']:>9}  {h:>4}x{w:<3}  {PAPER_PARAMS.get(name, '')}")
+    print(f"params: all parameters with classifiers for {args.num_classes} classes; inference: without the "
+          "classifier layers (what the test embedding uses)")
+    return 0

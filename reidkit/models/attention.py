@@ -1,0 +1,179 @@
+"""Attention blocks: CBAM (STADB eq. 1–4), SE, triplet attention, SRM (STADB Table 8) and Mancs' FAB.
+
+Every block maps ``(N, C, H, W)`` to the same shape. ``attend(x)`` returns the output and the
+block's spatial map ``(N, H, W)`` where it has one (``None`` otherwise), for pictures.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reidkit.errors import ReidkitError
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: ``Mc = σ(MLP(avgpool F) + MLP(maxpool F))`` with a shared MLP, hidden C/r (eq. 1)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The channel map ``(N, C, 1, 1)``."""
+        avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
+        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
+        return torch.sigmoid(avg + mx)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: ``Ms = σ(conv_k×k([mean_c F, max_c F]))`` (eq. 3)."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The spatial map ``(N, 1, H, W)``."""
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.conv(desc))
+
+
+class CBAM(nn.Module):
+    """Channel then spatial attention: ``Fc = Mc ⊙ F``, ``Fsc = Ms ⊙ Fc`` (eq. 2, 4); each half switchable."""
+
+    def __init__(self, channels: int, reduction: int = 16, use_ca: bool = True, use_sa: bool = True,
+                 kernel_size: int = 7):
+        super().__init__()
+        self.ca = ChannelAttention(channels, reduction) if use_ca else None
+        self.sa = SpatialAttention(kernel_size) if use_sa else None
+
+    def attend(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(attended map, spatial attention (N, H, W) or None)``."""
+        if self.ca is not None:
+            x = x * self.ca(x)
+        smap = None
+        if self.sa is not None:
+            s = self.sa(x)
+            x = x * s
+            smap = s[:, 0]
+        return x, smap
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The attended map, same shape as ``x``."""
+        return self.attend(x)[0]
+
+
+class SE(nn.Module):
+    """Squeeze-and-excitation: ``F · σ(W2 ReLU(W1 avgpool F))`` with hidden C/r."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+    def attend(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(attended map, None)`` (SE has no spatial map)."""
+        w = torch.sigmoid(self.fc(x.mean(dim=(2, 3))))
+        return x * w[:, :, None, None], None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The re-weighted map."""
+        return self.attend(x)[0]
+
+
+class _ZPoolGate(nn.Module):
+    """Z-pool (max and mean over dim 1) → k×k conv → BN → sigmoid, a ``(N, 1, A, B)`` gate."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return torch.sigmoid(self.bn(self.conv(z)))
+
+
+class TripletAttention(nn.Module):
+    """Triplet attention: three Z-pool gates over (C,W), (H,C) and (H,W) interactions, averaged."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.cw = _ZPoolGate(kernel_size)  # rotate so H is pooled: (N, H, C, W)
+        self.hc = _ZPoolGate(kernel_size)  # rotate so W is pooled: (N, W, H, C)
+        self.hw = _ZPoolGate(kernel_size)  # plain spatial gate: C pooled
+
+    def attend(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(attended map, the (H, W) branch's gate (N, H, W))``."""
+        xr = x.permute(0, 2, 1, 3)
+        o1 = (xr * self.cw(xr)).permute(0, 2, 1, 3)
+        xr = x.permute(0, 3, 2, 1)
+        o2 = (xr * self.hc(xr)).permute(0, 3, 2, 1)
+        g = self.hw(x)
+        o3 = x * g
+        return (o1 + o2 + o3) / 3.0, g[:, 0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The attended map."""
+        return self.attend(x)[0]
+
+
+class SRM(nn.Module):
+    """Style-based recalibration: per-channel (mean, std) → channel-wise FC → BN → sigmoid gate."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.cfc = nn.Conv1d(channels, channels, kernel_size=2, groups=channels, bias=False)
+        self.bn = nn.BatchNorm1d(channels)
+
+    def attend(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(attended map, None)``."""
+        flat = x.flatten(2)
+        mean = flat.mean(dim=2)
+        std = (flat.var(dim=2, unbiased=False) + 1e-5).sqrt()
+        style = torch.stack([mean, std], dim=2)  # (N, C, 2)
+        g = torch.sigmoid(self.bn(self.cfc(style)))  # (N, C, 1)
+        return x * g[..., None], None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The re-calibrated map."""
+        return self.attend(x)[0]
+
+
+class FAB(nn.Module):
+    """Mancs' fully attentional block: ``M = σ(conv1×1(ReLU(conv1×1(F))))``, ``F_o = F·M + F`` (eq. 1–2)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze = nn.Conv2d(channels, hidden, 1)
+        self.excite = nn.Conv2d(hidden, channels, 1)
+
+    def mask(self, x: Tensor) -> Tensor:
+        """The attention mask ``M`` (same shape as ``x``)."""
+        return torch.sigmoid(self.excite(F.relu(self.squeeze(x))))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F·M + F, M)``."""
+        m = self.mask(x)
+        return x * m + x, m
+
+
+ATTENTIONS = ("cbam", "se", "triplet", "srm")
+
+
+def build_attention(name: str, channels: int, reduction: int = 16, use_ca: bool = True,
+                    use_sa: bool = True) -> nn.Module:
+    """One of :data:`ATTENTIONS`; ``use_ca``/``use_sa`` switch CBAM's channel/spatial halves."""
+    if name == "cbam":
+        return CBAM(channels, reduction, use_ca=use_ca, use_sa=use_sa)
+    if name == "se":
+        return SE(channels, reduction)
+    if name == "triplet":
+        return TripletAttention()
+    if name == "srm":
+        return SRM(channels)
+    raise ReidkitError(f"unknown attention {name!r}; expected one of {', '.join(ATTENTIONS)}")

@@ -1,0 +1,127 @@
+"""Weight files: ``save_weights`` (safetensors + reidkit metadata) and ``load_model`` (any model file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from reidkit import __version__
+from reidkit.errors import CheckpointError, ReidkitError
+from reidkit.models.base import ReIDModel
+from reidkit.models.registry import build, names
+from reidkit.utils.atomic import atomic_path
+
+META_KEY = "reidkit"
+
+
+def model_meta(model: ReIDModel) -> dict[str, Any]:
+    """The metadata dict stored beside the weights (see ARCHITECTURE.md, "Files on disk")."""
+    return {"model": model.name, "num_classes": model.num_classes, "options": dict(model.options),
+            "input_size": list(model.input_size), "embedding_dim": model.embedding_dim, "version": __version__}
+
+
+def save_weights(model: ReIDModel, path: str | os.PathLike[str]) -> Path:
+    """Write ``model``'s state dict to ``path`` as safetensors with ``{"reidkit": json(meta)}`` metadata,
+    atomically. Returns the path."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        save_file(state, str(tmp), metadata={META_KEY: json.dumps(model_meta(model))})
+    return target
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get(META_KEY)
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: no reidkit metadata; expected a model.safetensors written by reidkit")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: reidkit metadata is not valid JSON") from None
+    return state, meta
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused to load: it holds objects that would run code "
+                              "(expected a reidkit checkpoint of plain tensors)") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
+                              "expected a reidkit checkpoint.pt or model.safetensors") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not isinstance(
+            obj.get("model_meta"), dict):
+        raise CheckpointError(f"{path}: not a reidkit checkpoint; expected keys 'model' and 'model_meta'")
+    return obj["model"], obj["model_meta"]
+
+
+def _strip_prefixes(key: str) -> str:
+    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ReIDModel:
+    """Load an eval-mode model from a ``.safetensors`` weight file, a training checkpoint ``.pt`` or a run
+    directory holding ``model.safetensors`` (or ``checkpoint.pt``).
+
+    Errors (missing file, non-reidkit file, pickles that would run code, unknown model, mismatched weights)
+    raise a one-line :class:`CheckpointError` naming the file.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in ("model.safetensors", "checkpoint.pt"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise CheckpointError(f"{p}: no model.safetensors or checkpoint.pt in this directory")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: model file not found; expected model.safetensors, checkpoint.pt or a run dir")
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    if p.suffix == ".safetensors" or (len(head) == 8 and not head.startswith(b"PK") and not head.startswith(b"\x80")):
+        state, meta = _read_safetensors(p)
+    else:
+        state, meta = _read_checkpoint(p)
+    name = meta.get("model")
+    if name not in names():
+        raise CheckpointError(f"{p}: unknown model {name!r} in its metadata; expected one of {', '.join(names())}")
+    options = dict(meta.get("options") or {})
+    options["pretrained"] = None  # the weights come from the file
+    state = {_strip_prefixes(k): v for k, v in state.items()}
+    try:
+        model = build(name, int(meta["num_classes"]), **options)
+    except (ReidkitError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{p}: cannot rebuild model {name!r} from its metadata ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(s.strip() for s in first[1:3]) if len(first) > 1 else first[0] if first else ""
+        raise CheckpointError(f"{p}: weights do not match model {name!r}: {detail[:300]}") from None
+    return model.to(device).eval()
