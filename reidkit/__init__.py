@@ -1,3 +1,45 @@
-"""reidkit: person re-identification with STADB, Mancs, BDB and a global baseline."""
+"""reidkit: person re-identification with STADB, Mancs, BDB and a global baseline.
+
+The Python API is loaded on first use, so ``import reidkit`` stays light (no torch import):
+
+>>> import reidkit
+>>> emb = reidkit.load("runs/stadb/model.safetensors")        # doctest: +SKIP
+>>> feats = emb.embed(["a.jpg", "b.jpg"])                     # doctest: +SKIP
+>>> gallery = reidkit.Gallery(emb.embedding_dim)              # doctest: +SKIP
+>>> results = reidkit.evaluate                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = ["Embedder", "Gallery", "__version__", "evaluate", "load"]
+
+# public name -> module that defines it
+_LAZY = {
+    "load": "reidkit.api",
+    "Embedder": "reidkit.api",
+    "Gallery": "reidkit.index",
+    "evaluate": "reidkit.eval",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reidkit.api import Embedder, load
+    from reidkit.eval import evaluate
+    from reidkit.index import Gallery
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'reidkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,120 @@
+"""``reidkit search``: find the k nearest gallery images of one or many query images in an index.
+
+Examples::
+
+    reidkit search my_index --query person.jpg --k 10
+    reidkit search my_index --query queries/ --k 5 --format csv --out hits.csv --picture ranks.png
+    reidkit search my_index --query person.jpg --rerank
+
+Output (stdout or ``--out``): JSON ``{"index", "metric", "k", "reranked", "results": [{"query",
+"matches": [{"rank", "path", "distance", "pid", "camid"}]}]}`` or CSV ``query,rank,path,distance,pid,camid``.
+``--picture`` draws each query's rank list (green frame: same pid as the query, red: another pid, grey:
+unknown — pids come from Market-style names or the ``<pid>/<camid>_x.jpg`` layout). Queries are embedded
+with the index's model (or ``--checkpoint``/``--onnx``, which must be the same model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from reidkit.commands.extract import list_folder, parse_labels, report_bad
+from reidkit.errors import DatasetError, ReidkitError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``reidkit search``."""
+    parser.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
+    parser.add_argument("--query", required=True, metavar="IMG_or_DIR", help="a query image or a folder of them")
+    parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, λ=0.3)")
+    parser.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
+    parser.add_argument("--out", metavar="FILE", help="write the results here instead of stdout")
+    parser.add_argument("--picture", metavar="PNG", help="draw the rank lists (one row per query) into this PNG")
+    parser.add_argument("--max-picture-queries", type=int, default=20,
+                        help="queries drawn in --picture (default 20)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--checkpoint", metavar="PATH", help="model file (default: the one recorded in the index)")
+    group.add_argument("--onnx", metavar="PATH", help="ONNX model of the same weights")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
+
+
+def format_results(results: list[dict[str, Any]], fmt: str, header: dict[str, Any]) -> str:
+    """Results as JSON (with ``header`` fields) or CSV text."""
+    if fmt == "json":
+        return json.dumps({**header, "results": results}, indent=2) + "\n"
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["query", "rank", "path", "distance", "pid", "camid"])
+    for r in results:
+        for m in r["matches"]:
+            w.writerow([r["query"], m["rank"], m["path"], f"{m['distance']:.6f}", m.get("pid"), m.get("camid")])
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embed the queries, search the index, print or write the results."""
+    from reidkit.commands.index import embedder_for_index
+    from reidkit.index import Gallery
+    from reidkit.utils.atomic import atomic_write_text
+
+    if args.k < 1:
+        raise ReidkitError(f"--k: expected a positive integer, got {args.k}")
+    gallery = Gallery.load(args.index)
+    if len(gallery) == 0:
+        raise ReidkitError(f"{args.index}: the index is empty; add images with 'reidkit index add'")
+    q = Path(args.query)
+    if q.is_dir():
+        paths = list_folder(str(q))
+    elif q.is_file():
+        paths = [str(q)]
+    else:
+        raise DatasetError(f"{q}: no such image or folder")
+    emb = embedder_for_index(gallery, args.index, args)
+    flip = bool((gallery.model_meta or {}).get("flip", False))
+    feats, kept, bad = emb.embed_paths(paths, args.batch_size, flip, args.workers, progress=len(paths) > 50)
+    report_bad(bad)
+    if not kept:
+        raise DatasetError(f"{q}: none of the query images could be read")
+    hits = gallery.search(feats, k=args.k, rerank=args.rerank)
+    results = []
+    for path, row in zip(kept, hits, strict=True):
+        matches = []
+        for rank, h in enumerate(row, start=1):
+            md = h.metadata or {}
+            matches.append({"rank": rank, "path": md.get("path", h.id), "distance": h.distance,
+                            "pid": md.get("pid", -1), "camid": md.get("camid", -1)})
+        results.append({"query": os.path.abspath(path), "matches": matches})
+    header = {"index": os.path.abspath(args.index), "metric": gallery.metric, "k": args.k,
+              "reranked": bool(args.rerank), "skipped": bad}
+    text = format_results(results, args.format, header)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}: {len(results)} queries × top {min(args.k, len(gallery))}")
+    else:
+        print(text, end="")
+    if args.picture:
+        _draw(results, args.picture, args.max_picture_queries)
+        if args.out:
+            print(f"wrote {args.picture}")
+    return 0
+
+
+def _draw(results: list[dict[str, Any]], out_png: str, limit: int) -> None:
+    from reidkit.viz.ranklist import render_rank_list, save_png, stack_pictures
+
+    pics = []
+    for r in results[:max(1, limit)]:
+        qpid, _ = parse_labels(r["query"])
+        flags: list[bool | None] = [None if qpid < 0 or int(m["pid"]) < 0 else int(m["pid"]) == qpid
+                                    for m in r["matches"]]
+        pics.append(render_rank_list(r["query"], [m["path"] for m in r["matches"]], flags,
+                                     [m["distance"] for m in r["matches"]], Path(r["query"]).name))
+    save_png(stack_pictures(pics), out_png)

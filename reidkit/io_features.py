@@ -1,0 +1,206 @@
+"""Features files on disk: safetensors tensors plus JSON metadata (paths, model description).
+
+Two layouts (see ARCHITECTURE.md, "Files on disk"):
+
+- a **folder** file: ``feats`` (N×D float32), ``pids``, ``camids`` (int64, -1 when unknown) and the image
+  paths in the metadata (``{"paths": json list}``);
+- a **dataset** file: ``query_feats``, ``query_pids``, ``query_camids``, ``gallery_feats``,
+  ``gallery_pids``, ``gallery_camids``, with ``query_paths`` / ``gallery_paths`` in the metadata when known.
+
+The model that made the features is stored under the metadata key ``"reidkit"`` (the same JSON dict as in
+a ``model.safetensors`` file). Every file is written atomically.
+
+Example:
+    >>> import torch
+    >>> save_folder_features("f.safetensors", torch.zeros(2, 4), ["a.jpg", "b.jpg"])  # doctest: +SKIP
+    >>> read_folder_features("f.safetensors").paths  # doctest: +SKIP
+    ['a.jpg', 'b.jpg']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reidkit.errors import CheckpointError
+from reidkit.utils.atomic import atomic_path
+
+DATASET_KEYS = ("query_feats", "query_pids", "query_camids", "gallery_feats", "gallery_pids", "gallery_camids")
+FOLDER_KEYS = ("feats", "pids", "camids")
+
+
+@dataclass
+class FolderFeatures:
+    """Features of a folder (or CSV list) of images: one row per path; pid/camid -1 when unknown."""
+
+    feats: torch.Tensor
+    paths: list[str]
+    pids: torch.Tensor
+    camids: torch.Tensor
+    model_meta: dict[str, Any] | None = None
+
+
+@dataclass
+class DatasetFeatures:
+    """Query and gallery features of a benchmark, as ``reidkit eval --features`` reads them."""
+
+    query_feats: torch.Tensor
+    query_pids: torch.Tensor
+    query_camids: torch.Tensor
+    gallery_feats: torch.Tensor
+    gallery_pids: torch.Tensor
+    gallery_camids: torch.Tensor
+    query_paths: list[str] | None = None
+    gallery_paths: list[str] | None = None
+    model_meta: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, Any] | None = None) -> None:
+    """Write ``tensors`` to a safetensors file atomically; metadata values are stored as JSON strings.
+
+    Example:
+        >>> save_tensors("x.safetensors", {"a": torch.ones(2)}, {"note": "hi"})  # doctest: +SKIP
+    """
+    from safetensors.torch import save_file
+
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items() if v is not None}
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=meta)
+
+
+def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file; returns (tensors, metadata with JSON values decoded).
+
+    Raises :class:`CheckpointError` naming the file when it is missing or not a safetensors file.
+
+    Example:
+        >>> tensors, meta = load_tensors("x.safetensors")  # doctest: +SKIP
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: features file not found (expected a .safetensors file)")
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        with safe_open(str(p), framework="pt") as fh:
+            raw_meta = fh.metadata() or {}
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensors[key] = fh.get_tensor(key)
+    except Exception as exc:  # safetensors raises several private error types
+        raise CheckpointError(f"{p}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+    meta: dict[str, Any] = {}
+    for k, v in raw_meta.items():
+        try:
+            meta[k] = json.loads(v)
+        except (TypeError, ValueError):
+            meta[k] = v
+    return tensors, meta
+
+
+def check_finite(feats: torch.Tensor, what: str) -> None:
+    """Raise :class:`CheckpointError` if ``feats`` holds NaN or infinite values (``what`` names the source)."""
+    if feats.is_floating_point() and not bool(torch.isfinite(feats).all()):
+        bad = int((~torch.isfinite(feats)).any(dim=-1).sum()) if feats.dim() > 1 else 1
+        raise CheckpointError(f"{what}: {bad} feature row(s) contain NaN or infinite values; expected finite numbers")
+
+
+def _ids(values: Any, n: int) -> torch.Tensor:
+    if values is None:
+        return torch.full((n,), -1, dtype=torch.int64)
+    return torch.as_tensor(list(values) if not torch.is_tensor(values) else values, dtype=torch.int64).reshape(n)
+
+
+def save_folder_features(path: str | os.PathLike[str], feats: torch.Tensor, paths: list[str],
+                         pids: Any = None, camids: Any = None,
+                         model_meta: dict[str, Any] | None = None) -> None:
+    """Write the features of a folder of images (``feats``, ``pids``, ``camids``; paths in metadata).
+
+    Example:
+        >>> save_folder_features("feats.safetensors", torch.randn(2, 8), ["a.jpg", "b.jpg"])  # doctest: +SKIP
+    """
+    n = int(feats.shape[0])
+    if len(paths) != n:
+        raise ValueError(f"{len(paths)} paths for {n} feature rows")
+    save_tensors(path, {"feats": feats.float(), "pids": _ids(pids, n), "camids": _ids(camids, n)},
+                 {"paths": list(map(str, paths)), "reidkit": model_meta})
+
+
+def read_folder_features(path: str | os.PathLike[str]) -> FolderFeatures:
+    """Read a file written by :func:`save_folder_features` (``reidkit extract --images``).
+
+    Example:
+        >>> ff = read_folder_features("feats.safetensors")  # doctest: +SKIP
+    """
+    tensors, meta = load_tensors(path)
+    if "feats" not in tensors:
+        raise CheckpointError(f"{path}: no 'feats' tensor; expected a folder features file from "
+                              "'reidkit extract --images'")
+    feats = tensors["feats"].float()
+    n = feats.shape[0]
+    paths = meta.get("paths")
+    if not isinstance(paths, list) or len(paths) != n:
+        paths = [f"#{i}" for i in range(n)]
+    return FolderFeatures(feats, [str(p) for p in paths], _ids(tensors.get("pids"), n),
+                          _ids(tensors.get("camids"), n), meta.get("reidkit"))
+
+
+def save_dataset_features(path: str | os.PathLike[str], data: DatasetFeatures) -> None:
+    """Write query/gallery features with their pids and camids (the file ``reidkit eval --features`` reads).
+
+    Example:
+        >>> save_dataset_features("market_feats.safetensors", DatasetFeatures(...))  # doctest: +SKIP
+    """
+    tensors = {
+        "query_feats": data.query_feats.float(),
+        "query_pids": _ids(data.query_pids, data.query_feats.shape[0]),
+        "query_camids": _ids(data.query_camids, data.query_feats.shape[0]),
+        "gallery_feats": data.gallery_feats.float(),
+        "gallery_pids": _ids(data.gallery_pids, data.gallery_feats.shape[0]),
+        "gallery_camids": _ids(data.gallery_camids, data.gallery_feats.shape[0]),
+    }
+    meta: dict[str, Any] = {"query_paths": data.query_paths, "gallery_paths": data.gallery_paths,
+                            "reidkit": data.model_meta}
+    meta.update(data.extra)
+    save_tensors(path, tensors, meta)
+
+
+def read_dataset_features(path: str | os.PathLike[str]) -> DatasetFeatures:
+    """Read a dataset features file; raises :class:`CheckpointError` naming missing keys or bad shapes.
+
+    Example:
+        >>> df = read_dataset_features("market_feats.safetensors")  # doctest: +SKIP
+        >>> df.query_feats.shape  # doctest: +SKIP
+    """
+    tensors, meta = load_tensors(path)
+    missing = [k for k in DATASET_KEYS if k not in tensors]
+    if missing:
+        raise CheckpointError(f"{path}: missing {', '.join(missing)}; expected a dataset features file "
+                              "from 'reidkit extract --dataset'")
+    qf, gf = tensors["query_feats"].float(), tensors["gallery_feats"].float()
+    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
+        raise CheckpointError(f"{path}: query_feats {tuple(qf.shape)} and gallery_feats {tuple(gf.shape)} "
+                              "must be 2-D with the same width")
+    for split, n in (("query", qf.shape[0]), ("gallery", gf.shape[0])):
+        for what in ("pids", "camids"):
+            if tensors[f"{split}_{what}"].numel() != n:
+                raise CheckpointError(f"{path}: {split}_{what} has {tensors[f'{split}_{what}'].numel()} "
+                                      f"entries for {n} {split} features")
+
+    def _paths(key: str, n: int) -> list[str] | None:
+        v = meta.get(key)
+        return [str(p) for p in v] if isinstance(v, list) and len(v) == n else None
+
+    return DatasetFeatures(
+        qf, tensors["query_pids"].long(), tensors["query_camids"].long(),
+        gf, tensors["gallery_pids"].long(), tensors["gallery_camids"].long(),
+        _paths("query_paths", qf.shape[0]), _paths("gallery_paths", gf.shape[0]), meta.get("reidkit"),
+    )

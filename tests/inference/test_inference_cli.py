@@ -1,0 +1,175 @@
+"""reidkit extract / index / search on the synthetic dataset with a briefly trained STADB."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reidkit.cli import main
+from reidkit.io_features import read_dataset_features, read_folder_features
+
+
+def _err(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error line"
+    return err[-1]
+
+
+def test_extract_folder_with_bad_images(stadb_file: Path, gallery_dir: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "crops"
+    shutil.copytree(gallery_dir, folder)
+    (folder / "0002_c1s1_999999_00.jpg").write_bytes(b"\xff\xd8\xff truncated jpeg")
+    (folder / "sub").mkdir()
+    Image.new("RGB", (20, 40), (200, 10, 10)).save(folder / "sub" / "photo.png")
+    out = tmp_path / "feats.safetensors"
+    assert main(["extract", "--checkpoint", str(stadb_file), "--images", str(folder), "--out", str(out),
+                 "--batch-size", "5", "--no-progress", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "0002_c1s1_999999_00.jpg" in captured.err and "skipped 1 unreadable" in captured.err
+    ff = read_folder_features(out)
+    n_good = len(list(gallery_dir.glob("*.jpg"))) + 1
+    assert ff.feats.shape == (n_good, 1536) and len(ff.paths) == n_good
+    assert not any("999999" in p for p in ff.paths)
+    by_name = {Path(p).name: (int(a), int(b)) for p, a, b in zip(ff.paths, ff.pids, ff.camids, strict=True)}
+    assert by_name["photo.png"] == (-1, -1)
+    some = next(n for n in by_name if n.startswith("0002_c2"))
+    assert by_name[some] == (2, 1)
+    assert ff.model_meta["model"] == "stadb" and ff.model_meta["input_size"] == [64, 32]
+    # the same as the Python API
+    import reidkit
+
+    ref = reidkit.load(stadb_file, device="cpu").embed(ff.paths)
+    assert float((ref - ff.feats).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+def test_extract_csv_and_flip(stadb_file: Path, gallery_dir: Path, tmp_path: Path) -> None:
+    files = sorted(gallery_dir.glob("*.jpg"))[:4]
+    lst = tmp_path / "list.csv"
+    with open(lst, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "pid", "camid"])
+        for i, f in enumerate(files):
+            w.writerow([str(f), 100 + i, i % 2])
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert main(["extract", "--checkpoint", str(stadb_file), "--csv", str(lst), "--out", str(a),
+                 "--no-progress", "--device", "cpu"]) == 0
+    assert main(["extract", "--checkpoint", str(stadb_file), "--csv", str(lst), "--out", str(b), "--flip",
+                 "--no-progress", "--device", "cpu"]) == 0
+    fa, fb = read_folder_features(a), read_folder_features(b)
+    assert fa.pids.tolist() == [100, 101, 102, 103] and fa.camids.tolist() == [0, 1, 0, 1]
+    assert not torch.allclose(fa.feats, fb.feats)
+
+
+def test_extract_errors_are_one_line_and_keep_old_output(stadb_file: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "feats.safetensors"
+    out.write_bytes(b"previous result")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["extract", "--checkpoint", str(stadb_file), "--images", str(empty), "--out", str(out)]) == 2
+    line = _err(capsys)
+    assert line.startswith("reidkit: error:") and "empty" in line and "no images" in line
+    assert out.read_bytes() == b"previous result"
+    bad_ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "model_meta": {"model": "nosuchnet", "num_classes": 2}}, bad_ckpt)
+    assert main(["extract", "--checkpoint", str(bad_ckpt), "--images", str(empty), "--out", str(out)]) == 2
+    assert "nosuchnet" in _err(capsys)
+    assert out.read_bytes() == b"previous result"
+
+
+def test_extract_dataset_features(stadb_file: Path, synth_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "market.safetensors"
+    assert main(["extract", "--checkpoint", str(stadb_file), "--dataset", "market1501", "--root",
+                 str(synth_root), "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    df = read_dataset_features(out)
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as fh:
+        assert set(fh.keys()) == {"query_feats", "query_pids", "query_camids", "gallery_feats",
+                                  "gallery_pids", "gallery_camids"}
+    assert df.query_feats.shape[1] == 1536 and df.query_paths and df.gallery_paths
+    assert len(df.query_paths) == df.query_feats.shape[0] == df.query_pids.numel()
+    assert int(df.gallery_pids.min()) >= 0  # junk -1 images dropped by the Market reader
+
+
+def test_index_build_search_equals_brute_force_and_add(stadb_file: Path, other_file: Path, synth_root: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gallery = synth_root / "bounding_box_test"
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    train = sorted((synth_root / "bounding_box_train").glob("*.jpg"))[:3]
+    for f in train:
+        shutil.copy(f, extra / f.name)
+    idx = tmp_path / "idx"
+    assert main(["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out", str(idx),
+                 "--no-progress", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    qdir = synth_root / "query"
+    hits_json = tmp_path / "hits.json"
+    assert main(["search", str(idx), "--query", str(qdir), "--k", "5", "--out", str(hits_json),
+                 "--picture", str(tmp_path / "rank.png"), "--device", "cpu"]) == 0
+    res = json.loads(hits_json.read_text())
+    # brute force over the same features
+    import reidkit
+
+    emb = reidkit.load(stadb_file, device="cpu")
+    gpaths = sorted(str(p) for p in gallery.glob("*.jpg"))
+    qpaths = sorted(str(p) for p in qdir.glob("*.jpg"))
+    g, q = emb.embed(gpaths), emb.embed(qpaths)
+    want = torch.argsort(torch.cdist(q.double(), g.double()), dim=1, stable=True)[:, :5]
+    assert [r["query"] for r in res["results"]] == [str(Path(p).resolve()) for p in qpaths]
+    assert [[Path(m["path"]).name for m in r["matches"]] for r in res["results"]] == \
+        [[Path(gpaths[j]).name for j in row] for row in want.tolist()]
+    d = [[m["distance"] for m in r["matches"]] for r in res["results"]]
+    assert all(a <= b + 1e-6 for row in d for a, b in itertools.pairwise(row))
+    with Image.open(tmp_path / "rank.png") as im:
+        assert im.size[1] > 100 * len(qpaths)
+    # add new images later: each finds itself first, at distance ~0
+    assert main(["index", "add", str(idx), "--images", str(extra), "--no-progress"]) == 0
+    assert "added 3" in capsys.readouterr().out
+    assert main(["index", "add", str(idx), "--images", str(extra), "--no-progress"]) == 0
+    assert "added 0" in capsys.readouterr().out
+    assert main(["search", str(idx), "--query", str(extra), "--k", "3", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    firsts = {Path(r["query"]).name: r for r in rows if r["rank"] == "1"}
+    assert set(firsts) == {f.name for f in train}
+    for name, r in firsts.items():
+        assert Path(r["path"]).name == name and float(r["distance"]) < 1e-2 * float(g.norm(dim=1).mean())
+    # re-ranking runs and returns k results per query
+    assert main(["search", str(idx), "--query", str(train[0]), "--k", "4", "--rerank"]) == 0
+    rr = json.loads(capsys.readouterr().out)
+    assert rr["reranked"] and len(rr["results"][0]["matches"]) == 4
+    # another model is refused with one line
+    assert main(["search", str(idx), "--query", str(train[0]), "--checkpoint", str(other_file)]) == 2
+    line = _err(capsys)
+    assert "differs from the model that built the index" in line
+
+
+def test_search_refuses_nan_features(tmp_path: Path, stadb_file: Path, gallery_dir: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from reidkit.index import Gallery
+
+    gal = Gallery(metric="euclidean")
+    v = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    gal.add(v, ids=["a", "b", "c", "d"])
+    gal.save(tmp_path / "idx")
+    # damage the stored embeddings: NaN in a row
+    from reidkit.io_features import load_tensors, save_tensors
+
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    emb_file = tmp_path / "idx" / manifest["embeddings_file"]
+    t, _ = load_tensors(emb_file)
+    t["embeddings"][1, 3] = float("nan")
+    save_tensors(emb_file, t)
+    with pytest.raises(Exception, match="NaN") as err:
+        Gallery.load(tmp_path / "idx").search(v[0], k=2)
+    assert "\n" not in str(err.value)
