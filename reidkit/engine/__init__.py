@@ -1,0 +1,1 @@
+"""Training and inference engine: configs, schedules, checkpoints, distributed setup, trainer, feature extraction."""
