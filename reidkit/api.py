@@ -343,46 +343,12 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
     if p.suffix.lower() == ".onnx":
         emb = Embedder(device=device, onnx_path=p)
     else:
+        from reidkit.models.io import load_model
+
         dev = _pick_device(device)
-        emb = Embedder(load_torch_model(p, dev), dev)
+        emb = Embedder(load_model(str(p), dev), dev)
         emb.source = str(p)
     return emb
-
-
-def load_torch_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.nn.Module:
-    """:func:`reidkit.models.io.load_model`, with the input size the file records (the size it was trained
-    at) set on the model.
-
-    Example:
-        >>> model = load_torch_model("runs/stadb/model.safetensors")  # doctest: +SKIP
-    """
-    from reidkit.models.io import load_model
-
-    model = load_model(str(path), device)
-    size = _file_input_size(Path(path))
-    if size is not None:
-        model.input_size = size
-    return model
-
-
-def _file_input_size(path: Path) -> tuple[int, int] | None:
-    """The ``input_size`` recorded in a weight file's or checkpoint's reidkit metadata, if any."""
-    import json
-
-    if path.is_dir():
-        path = next((path / n for n in ("model.safetensors", "checkpoint.pt") if (path / n).is_file()), path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as fh:
-                meta = json.loads((fh.metadata() or {}).get("reidkit", "{}"))
-        else:
-            meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("model_meta", {})
-        h, w = meta["input_size"]
-        return int(h), int(w)
-    except Exception:  # the model loaded already; a missing size keeps the model's default
-        return None
 
 
 def meta_equal(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:

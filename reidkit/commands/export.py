@@ -30,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, check, report the difference."""
-    from reidkit.api import load_torch_model
     from reidkit.export import export_onnx
+    from reidkit.models.io import load_model
 
     if not 7 <= args.opset <= 25:
         raise ReidkitError(f"--opset: expected a version between 7 and 25, got {args.opset}")
-    model = load_torch_model(args.checkpoint, "cpu")
+    model = load_model(args.checkpoint, "cpu")
     report = export_onnx(model, args.out, opset=args.opset, atol=args.atol)
     print(report.summary())
     return 0

@@ -29,16 +29,22 @@ class ChannelAttention(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """CBAM spatial attention: ``Ms = σ(conv_k×k([mean_c F, max_c F]))`` (eq. 3)."""
+    """CBAM spatial attention: ``Ms = σ(BN(conv_k×k([mean_c F, max_c F])))`` (eq. 3).
+
+    As in CBAM's reference design the conv is followed by batch norm: without it the pooled
+    descriptors of a ResNet layer4 map (values in the hundreds) saturate the sigmoid at 1 and
+    the spatial attention learns nothing.
+    """
 
     def __init__(self, kernel_size: int = 7):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1)
 
     def forward(self, x: Tensor) -> Tensor:
         """The spatial map ``(N, 1, H, W)``."""
         desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.conv(desc))
+        return torch.sigmoid(self.bn(self.conv(desc)))
 
 
 class CBAM(nn.Module):

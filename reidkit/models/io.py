@@ -124,4 +124,6 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         first = str(exc).strip().splitlines()
         detail = " ".join(s.strip() for s in first[1:3]) if len(first) > 1 else first[0] if first else ""
         raise CheckpointError(f"{p}: weights do not match model {name!r}: {detail[:300]}") from None
+    if meta.get("input_size"):
+        model.input_size = (int(meta["input_size"][0]), int(meta["input_size"][1]))
     return model.to(device).eval()

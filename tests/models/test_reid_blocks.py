@@ -139,12 +139,15 @@ def test_attention_keeps_shape(name: str) -> None:
 
 def test_cbam_follows_eq_1_to_4() -> None:
     torch.manual_seed(1)
-    block = CBAM(16, reduction=4)
+    block = CBAM(16, reduction=4).eval()
+    block.sa.bn.running_mean.fill_(0.3)
+    block.sa.bn.running_var.fill_(2.0)
     x = torch.randn(2, 16, 5, 3)
     mlp = block.ca.mlp
     mc = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
     fc = mc * x
-    ms = torch.sigmoid(block.sa.conv(torch.cat([fc.mean(1, keepdim=True), fc.amax(1, keepdim=True)], 1)))
+    conv = block.sa.conv(torch.cat([fc.mean(1, keepdim=True), fc.amax(1, keepdim=True)], 1))
+    ms = torch.sigmoid((conv - 0.3) / torch.sqrt(torch.tensor(2.0 + block.sa.bn.eps)))  # BN in eval mode
     out, smap = block.attend(x)
     assert torch.allclose(out, ms * fc, atol=1e-6) and torch.allclose(smap, ms[:, 0], atol=1e-6)
     assert torch.equal(CBAM(16, use_ca=False, use_sa=False)(x), x)
