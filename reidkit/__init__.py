@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Embedder", "Gallery", "__version__", "evaluate", "load"]
+__all__ = ["Embedder", "Gallery", "__version__", "datasets", "evaluate", "load", "models"]
+
+# subpackages reachable as attributes without an explicit import (reidkit.models.build, reidkit.datasets.load)
+_SUBMODULES = ("models", "datasets", "eval", "data", "losses", "engine", "viz")
 
 # public name -> module that defines it
 _LAZY = {
@@ -38,6 +41,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"reidkit.{name}")
     raise AttributeError(f"module 'reidkit' has no attribute {name!r}")
 
 
