@@ -1,0 +1,113 @@
+"""Pairwise distances between query and gallery features, computed block by block.
+
+Metrics:
+
+- ``"euclidean"``: ``||q - g||`` (square root of the squared distance, clamped at 0);
+- ``"sqeuclidean"``: ``||q||² + ||g||² - 2 q·g`` clamped at 0 (torchreid's "euclidean"; same ranking);
+- ``"cosine"``: ``1 - cos(q, g)`` after L2-normalising both sides (range [0, 2]).
+
+Everything runs on the features' device in the features' floating dtype (float16/bfloat16 are
+promoted to float32). :func:`iter_distance_blocks` yields ``(row_slice, block)`` pairs so a caller
+never holds more than ``chunk_size × G`` distances at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from reidkit.errors import ReidkitError
+
+METRICS = ("euclidean", "sqeuclidean", "cosine")
+DEFAULT_CHUNK = 1024
+
+
+def check_metric(metric: str) -> str:
+    """Return ``metric`` if it is one of :data:`METRICS`, else raise :class:`ReidkitError`."""
+    if metric not in METRICS:
+        raise ReidkitError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
+    return metric
+
+
+def as_float_features(x: object, name: str = "features") -> torch.Tensor:
+    """``x`` (tensor or array-like, shape N×D) as a 2-D floating tensor (float32 unless float64)."""
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    if t.dim() == 1:
+        t = t.unsqueeze(1)
+    if t.dim() != 2:
+        raise ReidkitError(f"{name}: expected a 2-D N×D array, got shape {tuple(t.shape)}")
+    if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return t
+
+
+def prepare(q: torch.Tensor, g: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ready for :func:`distance_block`: same dtype/device, normalised for cosine."""
+    check_metric(metric)
+    q = as_float_features(q, "query features")
+    g = as_float_features(g, "gallery features").to(device=q.device)
+    if q.shape[1] != g.shape[1]:
+        raise ReidkitError(f"features: query dimension {q.shape[1]} != gallery dimension {g.shape[1]}")
+    dtype = torch.promote_types(q.dtype, g.dtype)
+    q, g = q.to(dtype), g.to(dtype)
+    if metric == "cosine":
+        q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
+    return q, g
+
+
+def distance_block(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    metric: str,
+    g_sqnorm: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Distances between prepared rows ``q`` (B×D) and ``g`` (G×D) as a B×G tensor.
+
+    ``g_sqnorm`` (G,) may be passed to avoid recomputing the gallery's squared norms per block.
+    For ``cosine`` the inputs must already be L2-normalised (see :func:`prepare`).
+    """
+    if metric == "cosine":
+        return torch.addmm(torch.ones((), dtype=q.dtype, device=q.device), q, g.t(), alpha=-1.0)
+    if g_sqnorm is None:
+        g_sqnorm = (g * g).sum(1)
+    q_sq = (q * q).sum(1, keepdim=True)
+    d = torch.addmm(q_sq + g_sqnorm.unsqueeze(0), q, g.t(), alpha=-2.0)
+    d.clamp_(min=0)
+    if metric == "euclidean":
+        d.sqrt_()
+    return d
+
+
+def iter_distance_blocks(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    metric: str = "euclidean",
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(row_slice, block)`` with ``block = distance(query[row_slice], gallery)``, chunk_size rows at a time."""
+    if chunk_size < 1:
+        raise ReidkitError(f"chunk_size: expected a positive integer, got {chunk_size}")
+    q, g = prepare(query, gallery, metric)
+    g_sq = (g * g).sum(1) if metric != "cosine" else None
+    for start in range(0, q.shape[0], chunk_size):
+        sl = slice(start, min(start + chunk_size, q.shape[0]))
+        yield sl, distance_block(q[sl], g, metric, g_sq)
+
+
+def pairwise_distance(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    metric: str = "euclidean",
+    chunk_size: int | None = DEFAULT_CHUNK,
+) -> torch.Tensor:
+    """The full Q×G distance matrix, filled ``chunk_size`` query rows at a time (``None``: one block)."""
+    q, g = prepare(query, gallery, metric)
+    out = torch.empty((q.shape[0], g.shape[0]), dtype=q.dtype, device=q.device)
+    step = chunk_size or max(q.shape[0], 1)
+    g_sq = (g * g).sum(1) if metric != "cosine" else None
+    for start in range(0, q.shape[0], step):
+        sl = slice(start, min(start + step, q.shape[0]))
+        out[sl] = distance_block(q[sl], g, metric, g_sq)
+    return out

@@ -1,0 +1,116 @@
+"""Top-k gallery search for large galleries: FAISS when installed, chunked exact torch otherwise.
+
+Distances returned are the metric's own (``euclidean``: ‖q-g‖, ``sqeuclidean``: ‖q-g‖²,
+``cosine``: 1-cos). Exact searches order ties by gallery index (torch path) or as FAISS does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+import torch
+
+from reidkit.errors import ReidkitError
+from reidkit.eval.distance import as_float_features, check_metric, distance_block, prepare
+
+
+def faiss_available() -> bool:
+    """True when the ``faiss`` module can be imported."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+def _torch_topk(q: torch.Tensor, g: torch.Tensor, k: int, metric: str, chunk_size: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    g_sq = (g * g).sum(1) if metric != "cosine" else None
+    out_d, out_i = [], []
+    for s in range(0, q.shape[0], chunk_size):
+        d = distance_block(q[s : s + chunk_size], g, metric, g_sq)
+        # stable top-k: lowest distance first, ties by gallery index
+        if k * 8 < d.shape[1]:
+            v, i = torch.topk(d, k, dim=1, largest=False, sorted=True)
+            o = torch.argsort(i, dim=1)
+            v, i = v.gather(1, o), i.gather(1, o)
+            o = torch.argsort(v, dim=1, stable=True)
+            v, i = v.gather(1, o), i.gather(1, o)
+        else:
+            i = torch.argsort(d, dim=1, stable=True)[:, :k]
+            v = d.gather(1, i)
+        out_d.append(v)
+        out_i.append(i)
+    return torch.cat(out_d), torch.cat(out_i)
+
+
+def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, metric: str, approximate: bool,
+                nlist: int | None, nprobe: int, hnsw_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import faiss
+
+    qn = np.ascontiguousarray(q.detach().cpu().numpy(), dtype=np.float32)
+    gn = np.ascontiguousarray(g.detach().cpu().numpy(), dtype=np.float32)
+    D = gn.shape[1]
+    inner = metric == "cosine"
+    ftype = faiss.METRIC_INNER_PRODUCT if inner else faiss.METRIC_L2
+    if not approximate:
+        index: Any = faiss.IndexFlatIP(D) if inner else faiss.IndexFlatL2(D)
+    elif approximate == "hnsw":
+        index = faiss.IndexHNSWFlat(D, hnsw_m, ftype)
+    else:
+        n_list = nlist or max(1, min(int(4 * np.sqrt(len(gn))), len(gn) // 39 or 1))
+        quant = faiss.IndexFlatIP(D) if inner else faiss.IndexFlatL2(D)
+        index = faiss.IndexIVFFlat(quant, D, n_list, ftype)
+        index.train(gn)
+        index.nprobe = min(nprobe, n_list)
+    index.add(gn)
+    dist, idx = index.search(qn, k)
+    dist_t = torch.from_numpy(dist)
+    if inner:
+        dist_t = 1.0 - dist_t
+    else:
+        dist_t = dist_t.clamp(min=0)
+        if metric == "euclidean":
+            dist_t = dist_t.sqrt()
+    return dist_t.to(q.device), torch.from_numpy(idx).long().to(q.device)
+
+
+def topk_search(
+    query: Any,
+    gallery: Any,
+    k: int,
+    metric: str = "euclidean",
+    use_faiss: bool | None = None,
+    approximate: bool | str = False,
+    chunk_size: int = 1024,
+    nlist: int | None = None,
+    nprobe: int = 16,
+    hnsw_m: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k nearest gallery items of each query: ``(distances Q×k, indices Q×k int64)``.
+
+    Args:
+        use_faiss: True forces FAISS (error if missing), False forces torch, None uses FAISS if installed.
+        approximate: False for exact search (FAISS IndexFlatL2 / IndexFlatIP); True or ``"ivf"`` for
+            IndexIVFFlat (``nlist`` lists, ``nprobe`` probed), ``"hnsw"`` for IndexHNSWFlat. FAISS only.
+    """
+    check_metric(metric)
+    if approximate not in (False, True, "ivf", "hnsw"):
+        raise ReidkitError(f"approximate {approximate!r}: expected False, True, 'ivf' or 'hnsw'")
+    q, g = prepare(query, gallery, metric)
+    if q.shape[0] == 0 or g.shape[0] == 0:
+        raise ReidkitError("search: expected non-empty query and gallery features")
+    if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(g).all())):
+        raise ReidkitError("search: features contain NaN or inf")
+    if k < 1:
+        raise ReidkitError(f"k: expected a positive integer, got {k}")
+    k = min(k, g.shape[0])
+    have = faiss_available()
+    if use_faiss and not have:
+        raise ReidkitError("use_faiss=True: the faiss module is not installed (pip install faiss-cpu)")
+    if use_faiss is None:
+        use_faiss = have
+    if approximate and not use_faiss:
+        raise ReidkitError("approximate search needs FAISS (pip install faiss-cpu)")
+    if use_faiss:
+        return _faiss_topk(q, g, k, metric, "ivf" if approximate is True else approximate,
+                           nlist, nprobe, hnsw_m)
+    return _torch_topk(as_float_features(q), g, k, metric, chunk_size)
