@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -241,8 +242,8 @@ class Gallery:
             raise ReidkitError(f"{out}: ids and metadata must be JSON values (str, int, float, lists, dicts): "
                                f"{exc}") from exc
         atomic_write_json(out / MANIFEST, manifest, indent=1)
-        if old and old.get("embeddings_file") and old["embeddings_file"] != name:
-            (out / str(old["embeddings_file"])).unlink(missing_ok=True)
+        if old and old["embeddings_file"] != name:
+            (out / old["embeddings_file"]).unlink(missing_ok=True)
         return out
 
     @classmethod
@@ -255,7 +256,7 @@ class Gallery:
         d = Path(directory)
         m = _read_manifest(d)
         try:
-            tensors, _ = load_tensors(d / str(m["embeddings_file"]))
+            tensors, _ = load_tensors(d / m["embeddings_file"])
             emb = tensors["embeddings"].float()
             ids, meta = list(m["ids"]), list(m["metadata"])
             metric = str(m["metric"])
@@ -272,6 +273,9 @@ class Gallery:
         return g
 
 
+_EMBEDDINGS_NAME = re.compile(r"embeddings-[0-9a-f]+\.safetensors")
+
+
 def _read_manifest(d: Path) -> dict[str, Any]:
     path = d / MANIFEST
     if not path.is_file():
@@ -282,6 +286,10 @@ def _read_manifest(d: Path) -> dict[str, Any]:
         raise GalleryIndexError(f"{path}: not valid JSON ({exc}); expected a reidkit index manifest") from exc
     if not isinstance(m, dict) or m.get("format") != "reidkit-index":
         raise GalleryIndexError(f"{path}: not a reidkit index manifest")
+    # the manifest names a file inside the index folder, never a path that leads elsewhere
+    if not isinstance(m.get("embeddings_file"), str) or not _EMBEDDINGS_NAME.fullmatch(m["embeddings_file"]):
+        raise GalleryIndexError(f"{path}: 'embeddings_file' must be a file name like "
+                                "embeddings-<hex>.safetensors inside the index folder")
     return m
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.models.base import ReIDModel
 from reidkit.models.registry import build, names
 from reidkit.utils.atomic import atomic_path
+from reidkit.utils.safeload import safe_torch_load
 
 META_KEY = "reidkit"
 
@@ -60,14 +60,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused to load: it holds objects that would run code "
-                              "(expected a reidkit checkpoint of plain tensors)") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}); "
-                              "expected a reidkit checkpoint.pt or model.safetensors") from None
+    obj = safe_torch_load(path, "a reidkit checkpoint.pt or model.safetensors")
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not isinstance(
             obj.get("model_meta"), dict):
         raise CheckpointError(f"{path}: not a reidkit checkpoint; expected keys 'model' and 'model_meta'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 
@@ -36,7 +37,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Read an image file as RGB; raise :class:`ImageReadError` naming the file if it cannot be decoded."""
+    """Read an image file as RGB; raise :class:`ImageReadError` naming the file if it cannot be decoded.
+
+    Only regular files are opened: a named pipe, socket or device called ``x.jpg`` is refused at once
+    (opening a FIFO would block forever).
+    """
+    if isinstance(path, (str, os.PathLike)):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ImageReadError(f"{path}: file not found") from None
+        except OSError as exc:  # permission denied on a parent, symlink loop, name too long
+            raise ImageReadError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (pipe, socket or device)"
+            raise ImageReadError(f"{path}: {kind}; expected an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -99,7 +99,9 @@ def walk_files(directory: str | os.PathLike[str], extensions: Sequence[str] = IM
     """All files under ``directory`` whose name ends with one of ``extensions`` (case-insensitive),
     sorted. ``directory`` itself may be a symlink; symlinked folders below it are not followed (as
     ``os.walk(followlinks=False)``), so symlink loops cannot hang the scan nor repeat images under
-    another folder's pid. Symlinked files are read. Hidden files (leading dot) are ignored."""
+    another folder's pid. Symlinked files are read; an image-named entry that cannot even be stat'ed (a
+    symlink loop) is returned too, so that the image check lists it. Hidden files (leading dot) are
+    ignored."""
     exts = tuple(e.lower() for e in extensions)
     out: list[str] = []
     seen: set[tuple[int, int]] = set()
@@ -121,15 +123,19 @@ def walk_files(directory: str | os.PathLike[str], extensions: Sequence[str] = IM
         for e in entries:
             if e.name.startswith("."):
                 continue
+            is_image_name = e.name.lower().endswith(exts)
             try:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(e.path)
                 elif e.is_symlink() and e.is_dir(follow_symlinks=True):
                     continue
-                elif e.name.lower().endswith(exts):
+                elif is_image_name:
                     out.append(e.path)
             except OSError:
-                continue
+                # e.g. an image-named symlink loop: returned, so the image check lists it as unreadable
+                # instead of it vanishing without a word
+                if is_image_name:
+                    out.append(e.path)
     out.sort()
     return out
 

@@ -58,10 +58,19 @@ def load_folder(root: str | os.PathLike[str], verify_images: VerifyMode = True) 
     skipped: list[tuple[str, str]] = []
     for split in SPLITS:
         recs: list[RawRecord] = []
-        for entry in sorted(os.scandir(base / split), key=lambda e: e.name):
+        try:
+            entries = sorted(os.scandir(base / split), key=lambda e: e.name)
+        except OSError as exc:
+            raise DatasetError(f"folder: cannot list {base / split} ({exc.strerror or type(exc).__name__})") from None
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if not entry.is_dir():
+            try:
+                is_dir = entry.is_dir()
+            except OSError as exc:  # a symlink loop or an unreadable link: listed, never a traceback
+                skipped.append((entry.path, f"cannot read ({exc.strerror or type(exc).__name__})"))
+                continue
+            if not is_dir:
                 if entry.name.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")):
                     skipped.append((entry.path, "image not inside a <pid>/ folder"))
                 continue

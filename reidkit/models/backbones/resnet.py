@@ -9,7 +9,6 @@ checkpoint file or from the standard torchvision URL through ``torch.hub`` (cach
 from __future__ import annotations
 
 import os
-import pickle
 import urllib.error
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.errors import CheckpointError, ReidkitError
+from reidkit.utils.safeload import safe_torch_load
 
 # torchvision's IMAGENET1K_V1 checkpoints (the classic weights every re-ID paper starts from).
 IMAGENET_URLS: dict[int, str] = {
@@ -171,14 +171,7 @@ def _hub_cached_file(depth: int) -> Path | None:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: pretrained checkpoint not found; expected a torchvision ResNet .pth file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load (not a plain tensor checkpoint: {first})") from None
-    except Exception as exc:  # truncated zip, not a torch file at all
-        raise CheckpointError(f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}); "
-                              "expected a torchvision ResNet state dict") from None
+    obj = safe_torch_load(path, "a torchvision ResNet state dict")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):

@@ -1,0 +1,468 @@
+"""Bad input, fuzzed: every bad image, list, folder or config gets a one-line error or a listed skip,
+never a traceback or a hang.
+
+Byte-level cases use hypothesis (bounded examples) against ``reidkit.utils.images.read_image``, the
+image cache (``reidkit.data.cache.decode_images``) and the dataset scan (``reidkit.data.datasets``);
+CLI cases run in a subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from reidkit.errors import ConfigError, DatasetError, ReidkitError
+from reidkit.utils.images import ImageReadError, read_image
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _encode(mode: str, size: tuple[int, int], fmt: str, seed: int = 0) -> bytes:
+    """A small valid image file (``size`` = (w, h)) in ``mode`` and ``fmt``."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    if mode in ("I;16",):
+        img = Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
+    elif mode == "I":
+        img = Image.fromarray(rng.integers(0, 70000, (h, w), dtype=np.int32))
+    elif mode == "F":
+        img = Image.fromarray(rng.random((h, w), dtype=np.float32) * 1000)
+    else:
+        img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        if mode == "P":
+            img = img.quantize(16)
+        elif mode == "P+transparency":
+            img = img.quantize(16)
+            img.info["transparency"] = 0
+        elif mode != "RGB":
+            img = img.convert(mode)
+    buf = io.BytesIO()
+    kwargs = {"transparency": 0} if mode == "P+transparency" and fmt == "PNG" else {}
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+VALID = [_encode(m, (7, 13), f, i) for i, (m, f) in enumerate(
+    [("RGB", "JPEG"), ("L", "PNG"), ("RGBA", "PNG"), ("P", "GIF"), ("CMYK", "JPEG"), ("I;16", "PNG"),
+     ("1", "BMP"), ("RGB", "WEBP"), ("LA", "TIFF")])]
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip()
+    assert msg and "\n" not in msg, repr(msg)
+    return msg
+
+
+garbage = st.one_of(
+    st.binary(min_size=0, max_size=400),
+    # a valid image cut short
+    st.tuples(st.sampled_from(VALID), st.floats(0.0, 0.98)).map(lambda t: t[0][: int(len(t[0]) * t[1])]),
+    # a valid header followed by noise
+    st.tuples(st.sampled_from(VALID), st.integers(2, 64), st.binary(min_size=1, max_size=300))
+      .map(lambda t: t[0][: t[1]] + t[2]),
+    # a valid image with a few bytes flipped
+    st.tuples(st.sampled_from(VALID), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
+                                               min_size=1, max_size=8))
+      .map(lambda t: bytes(dict(t[1]).get(i, b) for i, b in enumerate(t[0]))),
+)
+
+
+# ------------------------------------------------------------------------------------------- read_image
+@FUZZ
+@given(data=garbage, ext=st.sampled_from([".jpg", ".png", ".bmp", ".webp", ".tif", ".gif"]))
+def test_read_image_fuzzed_bytes(data, ext):
+    """Random, truncated or corrupted bytes: an RGB image with pixels, or ImageReadError naming the file."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "crop" + ext)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        try:
+            img = read_image(path)
+        except ImageReadError as exc:
+            assert path in _one_line(exc)
+        else:
+            assert img.mode == "RGB" and img.width >= 1 and img.height >= 1
+            np.asarray(img)  # the pixels are there
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [
+    ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("P+transparency", "PNG"), ("P", "GIF"), ("RGBA", "PNG"),
+    ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"), ("F", "TIFF"),
+    ("1", "PNG"), ("1", "BMP"), ("RGB", "WEBP"), ("YCbCr", "JPEG"),
+])
+def test_read_image_any_mode_gives_rgb(tmp_path, mode, fmt):
+    path = tmp_path / f"x.{fmt.lower()}"
+    path.write_bytes(_encode(mode, (5, 9), fmt))
+    img = read_image(path)
+    assert img.mode == "RGB" and img.size == (5, 9)
+    arr = np.asarray(img)
+    assert arr.dtype == np.uint8 and arr.shape == (9, 5, 3)
+
+
+def test_read_image_sixteen_bit_keeps_contrast(tmp_path):
+    """I;16 pictures are scaled to 8 bits, not clipped to white."""
+    arr = np.linspace(0, 60000, 40, dtype=np.uint16).reshape(8, 5)
+    Image.fromarray(arr).save(tmp_path / "d.png")
+    out = np.asarray(read_image(tmp_path / "d.png"))[..., 0]
+    assert out.min() == 0 and out.max() == 255 and len(np.unique(out)) > 20
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 2000), (2000, 1), (3, 1)])
+def test_extreme_sizes_decode_and_embed(tmp_path, size, rel_weights):
+    """1×1 and 1×2000 pictures go through the cache and the embedder like any other crop."""
+    import torch
+
+    import reidkit
+    from reidkit.data.cache import decode_images
+
+    p = tmp_path / "tiny.png"
+    Image.fromarray(np.full((size[1], size[0], 3), 200, np.uint8)).save(p)
+    u8, bad = decode_images([str(p)], (64, 32))
+    assert bad == [] and u8.shape == (1, 3, 64, 32) and u8.dtype == torch.uint8
+    feats = reidkit.load(rel_weights, device="cpu").embed(str(p))
+    assert feats.shape[0] == 1 and torch.isfinite(feats).all()
+
+
+def test_unreadable_file_permission(tmp_path):
+    """chmod 000: a one-line ImageReadError (root reads anything, so this case is skipped as root)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        pytest.skip("running as root: chmod 000 does not block reads (the directory case below covers it)")
+    p = tmp_path / "locked.png"
+    p.write_bytes(VALID[1])
+    p.chmod(0)
+    try:
+        with pytest.raises(ImageReadError) as info:
+            read_image(p)
+        assert str(p) in _one_line(info.value)
+    finally:
+        p.chmod(0o644)
+
+
+def test_directory_named_like_an_image(tmp_path):
+    """A folder called x.jpg (unreadable as a file even for root) is an ImageReadError and a listed bad path."""
+    from reidkit.data.cache import decode_images
+
+    d = tmp_path / "x.jpg"
+    d.mkdir()
+    with pytest.raises(ImageReadError) as info:
+        read_image(d)
+    assert str(d) in _one_line(info.value)
+    good = tmp_path / "good.png"
+    good.write_bytes(VALID[1])
+    u8, bad = decode_images([str(d), str(good), str(tmp_path / "missing.jpg")], (16, 8))
+    assert u8.shape == (1, 3, 16, 8) and sorted(bad) == sorted([str(d), str(tmp_path / "missing.jpg")])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_named_pipe_called_jpg_does_not_hang(tmp_path, rel_weights, cli):
+    """A FIFO named x.jpg (opening it would block forever): refused at once by read_image, listed as bad by
+    the cache and the dataset scan, and skipped by 'reidkit extract' (run under a timeout)."""
+    from reidkit.data import datasets
+    from reidkit.data.cache import decode_images
+    from reidkit.data.datasets import DatasetWarning
+
+    root = _folder_dataset(tmp_path / "ds")
+    fifo = root / "train" / "1" / "1_pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError) as info:
+        read_image(fifo)
+    assert str(fifo) in _one_line(info.value)
+    good = str(root / "train" / "1" / "0_a.png")
+    u8, bad = decode_images([str(fifo), good], (16, 8), workers=2)
+    assert bad == [str(fifo)] and u8.shape[0] == 1
+    for verify in (True, "header"):
+        with pytest.warns(DatasetWarning, match="1_pipe.jpg"):
+            ds = datasets.load("folder", root, verify_images=verify)
+        assert str(fifo) not in {r.path for r in ds.train}
+    res = cli(["extract", "--checkpoint", str(rel_weights), "--images", str(root / "train"), "--out",
+               str(tmp_path / "f.safetensors"), "--device", "cpu", "--workers", "0", "--no-progress"], timeout=120)
+    assert res.returncode == 0 and "1_pipe.jpg" in res.stderr, res.stderr
+
+
+# ------------------------------------------------------------------------------------------- the cache
+@FUZZ
+@given(blobs=st.lists(st.one_of(garbage, st.sampled_from(VALID)), min_size=1, max_size=6),
+       workers=st.sampled_from([0, 2]))
+def test_decode_images_fuzzed(blobs, workers):
+    """decode_images returns one uint8 row per readable file, in order, and lists exactly the others."""
+    from reidkit.data.cache import decode_images
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i, b in enumerate(blobs):
+            p = os.path.join(d, f"{i}.png")
+            with open(p, "wb") as fh:
+                fh.write(b)
+            paths.append(p)
+        expected_bad = []
+        for p in paths:
+            try:
+                read_image(p)
+            except ImageReadError:
+                expected_bad.append(p)
+        u8, bad = decode_images(paths, (16, 8), workers=workers)
+        assert list(map(str, bad)) == expected_bad
+        assert tuple(u8.shape) == (len(paths) - len(expected_bad), 3, 16, 8)
+        assert str(u8.dtype) == "torch.uint8"
+
+
+# ------------------------------------------------------------------------------------------- dataset scan
+def _folder_dataset(root: Path) -> Path:
+    for split, pids in (("train", (1, 2)), ("query", (3,)), ("gallery", (3, 4))):
+        for pid in pids:
+            d = root / split / str(pid)
+            d.mkdir(parents=True, exist_ok=True)
+            for cam in (0, 1):
+                (d / f"{cam}_a.png").write_bytes(VALID[2])
+    return root
+
+
+@FUZZ
+@given(blobs=st.lists(garbage, min_size=1, max_size=4), verify=st.sampled_from([True, "header"]))
+def test_dataset_scan_fuzzed_files(blobs, verify):
+    """Garbage files in a folder dataset: left out and listed (full check), or at worst a header-valid file
+    kept; the scan never raises anything but DatasetError and every kept full-checked file decodes."""
+    from reidkit.data import datasets
+    from reidkit.data.datasets import DatasetWarning
+
+    with tempfile.TemporaryDirectory() as d:
+        root = _folder_dataset(Path(d))
+        planted = []
+        for i, b in enumerate(blobs):
+            p = root / "train" / "1" / f"1_bad{i}.jpg"
+            p.write_bytes(b)
+            planted.append(str(p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DatasetWarning)
+            ds = datasets.load("folder", root, verify_images=verify)
+        kept = {r.path for r in ds.train}
+        skipped = {p for p, _ in ds.extras.get("skipped", [])}
+        for p in planted:
+            assert (p in kept) != (p in skipped), p
+            if verify is True and p in kept:
+                read_image(p)
+        assert len(ds.train) >= 4 and len(ds.query) == 2 and len(ds.gallery) == 4
+
+
+def test_symlink_loops_do_not_hang_the_scan(tmp_path, cli):
+    """Directory loops and self-referencing links in a dataset folder: the CLI finishes and lists them."""
+    root = _folder_dataset(tmp_path / "ds")
+    (root / "train" / "1" / "loop").symlink_to(root / "train" / "1", target_is_directory=True)
+    (root / "train" / "2" / "up").symlink_to(root / "train", target_is_directory=True)
+    (root / "gallery" / "4" / "0_self.jpg").symlink_to(root / "gallery" / "4" / "0_self.jpg")
+    (root / "gallery" / "4" / "1_dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (root / "train" / "7").symlink_to(root / "train" / "7")  # a pid folder that is a loop
+    from reidkit.data import datasets
+    from reidkit.data.datasets import DatasetWarning
+
+    with pytest.warns(DatasetWarning):
+        ds = datasets.load("folder", root)
+    skipped = {p for p, _ in ds.extras["skipped"]}
+    assert {str(root / "train" / "7"), str(root / "gallery" / "4" / "0_self.jpg")} <= skipped
+    res = cli(["datasets", "folder", "--root", str(root), "--json"], timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    import json
+
+    stats = json.loads(res.stdout)
+    assert stats["train"]["images"] == 4 and stats["gallery"]["images"] == 4
+
+
+def test_symlink_loop_split_folder_is_a_one_line_error(tmp_path, cli_inproc):
+    """A split folder that is a symlink loop: a DatasetError, not a hang or an OSError."""
+    from reidkit.data import datasets
+
+    root = _folder_dataset(tmp_path / "ds")
+    import shutil
+
+    shutil.rmtree(root / "query")
+    (root / "query").symlink_to(root / "query")
+    with pytest.raises(DatasetError) as info:
+        datasets.load("folder", root)
+    _one_line(info.value)
+    res = cli_inproc(["datasets", "folder", "--root", str(root)])
+    assert res.returncode == 2 and len(res.error_lines()) == 1
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    _folder_dataset(tmp_path / "imgs")
+    p = tmp_path / "list.csv"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+GOOD_ROWS = ("imgs/train/1/0_a.png,1,0,train\nimgs/train/2/1_a.png,2,1,train\n"
+             "imgs/query/3/0_a.png,3,0,query\nimgs/gallery/3/1_a.png,3,1,gallery\n")
+
+
+@pytest.mark.parametrize(("label", "text"), [
+    ("no split column", "path,pid,camid\nimgs/train/1/0_a.png,1,0\n"),
+    ("no path column", "file,pid,camid,split\nimgs/train/1/0_a.png,1,0,train\n"),
+    ("empty file", ""),
+    ("pid not a number", "path,pid,camid,split\nimgs/train/1/0_a.png,one,0,train\n"),
+    ("unknown split", "path,pid,camid,split\nimgs/train/1/0_a.png,1,0,validation\n"),
+    ("short row", "path,pid,camid,split\nimgs/train/1/0_a.png,1\n"),
+    ("binary", "\x00\x01\x02,\xff\n"),
+])
+def test_csv_dataset_bad_lists(tmp_path, label, text, cli_inproc):
+    from reidkit.data import datasets
+
+    p = _csv(tmp_path, text)
+    with pytest.raises(DatasetError) as info:
+        datasets.load("csv", p)
+    assert str(p) in _one_line(info.value), label
+    res = cli_inproc(["datasets", "csv", "--root", str(p)])
+    assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
+
+
+def test_csv_paths_outside_root_are_skipped_and_listed(tmp_path):
+    from reidkit.data import datasets
+    from reidkit.data.datasets import DatasetWarning
+
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(VALID[1])
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    p = _csv(sub, "path,pid,camid,split\n" + GOOD_ROWS + "../secret.png,9,0,train\n"
+             "imgs/../../secret.png,9,0,gallery\n")
+    with pytest.warns(DatasetWarning, match="outside"):
+        ds = datasets.load("csv", p)
+    everything = [r.path for s in (ds.train, ds.query, ds.gallery) for r in s]
+    assert str(outside) not in everything and all(str(sub) in q for q in everything)
+    assert [raw for raw, _ in ds.extras["skipped"]] == ["../secret.png", "imgs/../../secret.png"]
+
+
+@pytest.mark.parametrize(("label", "text"), [
+    ("no path column", "file,pid\na.jpg,1\n"),
+    ("pid not a number", "path,pid,camid\nq.png,x,0\n"),
+    ("no rows", "path,pid,camid\n"),
+])
+def test_extract_csv_bad_lists(tmp_path, label, text, rel_weights, cli_inproc):
+    """'reidkit extract --csv' with a broken list: exit 2 with one error line naming the file."""
+    p = tmp_path / "list.csv"
+    p.write_text(text, encoding="utf-8")
+    res = cli_inproc(["extract", "--checkpoint", str(rel_weights), "--csv", str(p), "--out",
+                      str(tmp_path / "f.safetensors"), "--device", "cpu", "--no-progress"])
+    assert res.returncode == 2, (label, res.stderr)
+    assert len(res.error_lines()) == 1 and str(p) in res.error_lines()[0]
+    assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_extract_folder_of_garbage_lists_skips(tmp_path, rel_weights, cli):
+    """A folder mixing good, truncated and random files: the good ones are embedded, the rest listed."""
+    from reidkit.io_features import read_folder_features
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    (d / "good.png").write_bytes(VALID[1])
+    (d / "cut.jpg").write_bytes(VALID[0][:40])
+    (d / "noise.png").write_bytes(os.urandom(300))
+    (d / "dir.jpg").mkdir()
+    (d / "tall.png").write_bytes(_encode("RGB", (1, 2000), "PNG"))
+    res = cli(["extract", "--checkpoint", str(rel_weights), "--images", str(d), "--out",
+               str(tmp_path / "f.safetensors"), "--device", "cpu", "--workers", "0", "--no-progress"], timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    for name in ("cut.jpg", "noise.png"):
+        assert name in res.stderr
+    ff = read_folder_features(tmp_path / "f.safetensors")
+    assert sorted(Path(p).name for p in ff.paths) == ["good.png", "tall.png"]
+
+
+def test_extract_only_garbage_is_a_one_line_error(tmp_path, rel_weights, cli_inproc):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    (d / "noise.png").write_bytes(b"not an image")
+    res = cli_inproc(["extract", "--checkpoint", str(rel_weights), "--images", str(d), "--out",
+                      str(tmp_path / "f.safetensors"), "--device", "cpu", "--no-progress"])
+    assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
+    assert not (tmp_path / "f.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------- configs
+BAD_CONFIGS = {
+    "epochs is text": "train:\n  epochs: ten\n",
+    "lr is text": "optim:\n  lr: fast\n",
+    "p is a list": "sampler:\n  p: [1, 2]\n",
+    "size is a number": "data:\n  size: 5\n",
+    "size too small": "data:\n  size: [2, 2]\n",
+    "section is a list": "train: [1, 2]\n",
+    "top level is a list": "- a\n- b\n",
+    "top level is text": "hello\n",
+    "unknown key": "train:\n  epocs: 3\n",
+    "unknown section": "trian:\n  epochs: 3\n",
+    "invalid yaml": "train:\n  epochs: [1, 2\n",
+    "tab indented": "train:\n\tepochs: 3\n",
+    "negative lr": "optim:\n  lr: -1\n",
+    "bool as int": "sampler:\n  k: true\n",
+    "base missing": "_base_: nowhere.yaml\n",
+    "base cycle": "_base_: cfg.yaml\n",
+    "pipeline unknown": "data:\n  pipeline: fastest\n",
+    "model options not a mapping": "model:\n  options: 3\n",
+}
+
+
+@pytest.mark.parametrize("label", sorted(BAD_CONFIGS))
+def test_bad_config_is_a_one_line_error(tmp_path, label, cli_inproc):
+    from reidkit.engine.config import load_config
+
+    p = tmp_path / "cfg.yaml"
+    p.write_text(BAD_CONFIGS[label], encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert str(p) in _one_line(info.value) or "cfg.yaml" in str(info.value), label
+    res = cli_inproc(["train", "--config", str(p), "--print-config"])
+    assert res.returncode == 2 and len(res.error_lines()) == 1, (label, res.stderr)
+
+
+def test_bad_config_cli_subprocess(tmp_path, cli, one_line_error):
+    """The real command: a config with a wrong type is exit 2, one stderr line, no traceback."""
+    p = tmp_path / "cfg.yaml"
+    p.write_text("train:\n  epochs: ten\n", encoding="utf-8")
+    one_line_error(cli(["train", "--config", str(p)], timeout=120), "train.epochs")
+
+
+KEYS = ["train.epochs", "train.seed", "train.device", "train.amp", "train.max_seconds", "optim.lr", "optim.betas",
+        "optim.grad_clip", "optim.name", "sampler.p", "sampler.k", "sampler.num_batches", "data.size",
+        "data.workers", "data.pipeline", "eval.metric", "eval.flip", "schedule.milestones", "schedule.kind",
+        "augment.pipeline", "model.name", "nosuch.key", "train", "train.epochs.x"]
+yaml_scalars = st.one_of(
+    st.integers(-10**12, 10**12).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=12), st.sampled_from(["[1, 2]", "[]", "{a: 1}", "null", "true", "'3'", "[1, [2]]", "~",
+                                           "[8, 8]", "[64, 32]", "{", "]", ".inf", "-.inf", ".nan", "1e400"]),
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(key=st.sampled_from(KEYS), value=yaml_scalars)
+def test_fuzzed_overrides_give_config_or_config_error(key, value):
+    """Any ``--set KEY=VALUE``: a valid RunConfig or a one-line ConfigError, nothing else."""
+    from reidkit.engine.config import RunConfig, load_config
+
+    try:
+        cfg = load_config(None, [f"{key}={value}"])
+    except ConfigError as exc:
+        _one_line(exc)
+    else:
+        assert isinstance(cfg, RunConfig)
+        if key == "optim.lr":
+            assert cfg.optim.lr > 0 and np.isfinite(cfg.optim.lr)
+        if key in ("train.epochs", "sampler.p", "sampler.k"):
+            v = {"train.epochs": cfg.train.epochs, "sampler.p": cfg.sampler.p, "sampler.k": cfg.sampler.k}[key]
+            assert isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def test_reidkit_errors_are_user_errors():
+    """The error types the tests above expect are all ReidkitError (the CLI's one-line exit-2 class)."""
+    for cls in (ImageReadError, DatasetError, ConfigError):
+        assert issubclass(cls, ReidkitError)

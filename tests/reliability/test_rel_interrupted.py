@@ -1,0 +1,263 @@
+"""Interrupted work never loses work: SIGKILL at random points leaves only complete, loadable files.
+
+Three levels:
+
+- the writers themselves (``save_checkpoint``, ``save_folder_features``, ``Gallery.save``) looping in a
+  child process that is SIGKILLed after seeded random delays: every file left is complete and
+  self-consistent, and the resume search picks the newest complete checkpoint;
+- ``reidkit train`` killed while it is writing a checkpoint, then ``--resume`` finishes the run;
+- ``reidkit extract`` and ``reidkit index add`` killed at seeded random delays: the output is the old
+  file or the new one, never a partial one, and temporary files are never picked up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+SEED = 8  # issue 8
+
+WRITER = r"""
+import sys, torch
+from pathlib import Path
+from reidkit.engine.checkpoint import save_checkpoint, find_resume_checkpoint
+from reidkit.io_features import save_folder_features
+from reidkit.index import Gallery
+
+out = Path(sys.argv[1])
+found = find_resume_checkpoint(out / "run")
+i = int(found[1]["epoch"]) + 1 if found else 0
+while True:
+    # ~32 MB checkpoint: writing it takes long enough for kills to land inside writes
+    state = {"model": {"w": torch.full((4_000_000,), float(i)), "v": torch.full((4_000_000,), float(i))},
+             "epoch": i, "step": 0}
+    save_checkpoint(state, out / "run", best=(i % 2 == 0))
+    save_folder_features(out / "feats.safetensors", torch.full((i + 1, 256), float(i)),
+                         [f"img{j}.jpg" for j in range(i + 1)])
+    g = Gallery(embedding_dim=64)
+    g.add(torch.full((i + 1, 64), float(i)), ids=[f"id{j}" for j in range(i + 1)])
+    g.save(out / "index")
+    (out / "progress").write_text(str(i))
+    i += 1
+"""
+
+
+def _wait_for(pred, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"child exited early with {proc.returncode}: {out}")
+        time.sleep(0.005)
+    raise AssertionError("timed out waiting for the child")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def _check_writer_output(out: Path) -> int:
+    """Every file left by the writer is complete and consistent; returns the newest checkpoint epoch."""
+    from reidkit.engine.checkpoint import find_resume_checkpoint, load_checkpoint
+    from reidkit.index import Gallery
+    from reidkit.io_features import read_folder_features
+
+    run = out / "run"
+    for p in run.iterdir():
+        if p.name.endswith(".tmp"):
+            assert p.name.startswith("."), f"temp file {p.name} is not hidden"
+            continue
+        state = load_checkpoint(p)  # every visible checkpoint file is complete
+        e = float(state["epoch"])
+        assert torch.all(state["model"]["w"] == e) and torch.all(state["model"]["v"] == e), p
+    path, state = find_resume_checkpoint(run)
+    newest = int(state["epoch"])
+    assert path.name in ("checkpoint.pt", "checkpoint_prev.pt")
+    assert not path.name.endswith(".tmp")
+    if (out / "feats.safetensors").exists():
+        ff = read_folder_features(out / "feats.safetensors")
+        v = float(ff.feats[0, 0])
+        assert ff.feats.shape == (int(v) + 1, 256) and torch.all(ff.feats == v) and len(ff.paths) == int(v) + 1
+    if (out / "index" / "manifest.json").exists():
+        g = Gallery.load(out / "index")
+        v = float(g.embeddings[0, 0])
+        assert len(g) == int(v) + 1 and torch.all(g.embeddings == v)
+        for p in (out / "index").glob("embeddings-*.safetensors"):  # orphans may remain, but complete ones
+            from reidkit.io_features import load_tensors
+
+            load_tensors(p)
+    return newest
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*.tmp")]
+
+
+def test_writers_survive_sigkill_at_random_points(tmp_path, child_env):
+    """4 children looping over the three writers, each SIGKILLed at a seeded random point: after a random
+    delay, or a random few milliseconds after a temporary file appears (that is, inside a write)."""
+    rng = random.Random(SEED)
+    last = -1
+    for round_ in range(4):
+        progress = tmp_path / "progress"
+        progress.unlink(missing_ok=True)
+        for t in _temp_files(tmp_path):
+            t.unlink()
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], env=child_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for(progress.exists, 180, proc)  # one full iteration done: imports are out of the way
+            if round_ % 2:
+                time.sleep(rng.uniform(0.0, 0.8))
+            else:
+                _wait_for(lambda: bool(_temp_files(tmp_path)), 60, proc)
+                time.sleep(rng.uniform(0.0, 0.15))
+        finally:
+            _kill(proc)
+        assert proc.returncode == -signal.SIGKILL
+        newest = _check_writer_output(tmp_path)
+        assert newest >= int(progress.read_text()), "a completed checkpoint was lost"
+        assert newest > last, "no progress between kills"
+        last = newest
+
+
+def test_resume_picks_newest_good_checkpoint(tmp_path):
+    """A torn or garbage checkpoint.pt (e.g. a copy cut short) is skipped for checkpoint_prev.pt."""
+    from reidkit.engine.checkpoint import find_resume_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    for epoch in (1, 2):
+        save_checkpoint({"model": {"w": torch.full((1000,), float(epoch))}, "epoch": epoch, "step": 0}, run)
+    path, state = find_resume_checkpoint(run)
+    assert path.name == "checkpoint.pt" and state["epoch"] == 2
+    assert torch.load(run / "checkpoint_prev.pt", weights_only=True)["epoch"] == 1
+    # stray temp files from an interrupted write are never picked up
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"\x00" * 100)
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="checkpoint.pt"):
+        path, state = find_resume_checkpoint(run)
+    assert path.name == "checkpoint_prev.pt" and state["epoch"] == 1
+
+
+# --------------------------------------------------------------------------------------- reidkit train
+def test_train_killed_during_checkpoint_write_resumes(rel_synth, tmp_path, child_env, make_config, cli):
+    """SIGKILL while 'reidkit train' writes checkpoint.pt; what is left loads and --resume finishes."""
+    from reidkit.engine.checkpoint import find_resume_checkpoint, load_checkpoint
+    from reidkit.models.io import load_model
+
+    rng = random.Random(SEED)
+    run = tmp_path / "run"
+    cfg = make_config(tmp_path / "tiny.yaml", rel_synth, run, sampler={"num_batches": 3},
+                      train={"epochs": 2, "save_every_steps": 1, "eval_every": 2})
+    proc = subprocess.Popen([sys.executable, "-m", "reidkit", "train", "--config", str(cfg), "--quiet"],
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # the first checkpoint is complete; kill inside a later write (its temp file exists)
+        _wait_for(lambda: (run / "checkpoint.pt").exists(), 300, proc)
+        _wait_for(lambda: any(run.glob(".checkpoint.pt.*.tmp")), 300, proc)
+        time.sleep(rng.uniform(0.0, 0.05))
+    finally:
+        _kill(proc)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read() if proc.stdout else ""
+    for p in run.glob("*.pt"):
+        load_checkpoint(p)
+    _path, state = find_resume_checkpoint(run)
+    done = (int(state["epoch"]), int(state["step"]))
+    assert done >= (0, 1)
+    assert not (run / "model.safetensors").exists()
+
+    res = cli(["train", "--config", str(cfg), "--resume", "--quiet"], timeout=400)
+    assert res.returncode == 0, res.stderr
+    env = json.loads((run / "env.json").read_text())
+    assert env["resumed_from"].endswith(".pt") and ".tmp" not in env["resumed_from"]
+    final = load_checkpoint(run / "checkpoint.pt")
+    assert int(final["epoch"]) == 2
+    hist = json.loads((run / "history.json").read_text())
+    rows = hist if isinstance(hist, list) else hist.get("epochs", hist.get("history", []))
+    assert [int(r["epoch"]) for r in rows] == [1, 2], rows
+    load_model(run / "model.safetensors")
+
+
+# --------------------------------------------------------------------------------------- extract, index
+def _images(root: Path) -> Path:
+    return root / "bounding_box_test"
+
+
+def test_extract_killed_leaves_old_or_new_features(rel_synth, rel_weights, tmp_path, cli, child_env):
+    """'reidkit extract' rewriting a features file, SIGKILLed twice at random: the file is always whole."""
+    from reidkit.io_features import read_folder_features
+
+    out = tmp_path / "out" / "feats.safetensors"
+    args = [sys.executable, "-m", "reidkit", "extract", "--checkpoint", str(rel_weights), "--images",
+            str(_images(rel_synth)), "--out", str(out), "--device", "cpu", "--workers", "0", "--no-progress"]
+    t0 = time.monotonic()
+    first = subprocess.run(args, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+    span = time.monotonic() - t0
+    assert first.returncode == 0, first.stderr
+    old = read_folder_features(out)
+    rng = random.Random(SEED)
+    for _ in range(2):
+        proc = subprocess.Popen([*args, "--flip"], env=child_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(rng.uniform(0.5, 1.0) * span)
+        finally:
+            _kill(proc)
+        visible = [p for p in out.parent.iterdir() if not p.name.startswith(".")]
+        assert visible == [out], visible
+        ff = read_folder_features(out)
+        assert ff.paths == old.paths and ff.feats.shape == old.feats.shape
+        assert torch.isfinite(ff.feats).all()
+
+
+def test_index_add_killed_leaves_a_whole_index(rel_index, rel_synth, tmp_path, cli, child_env):
+    """'reidkit index add' SIGKILLed twice at random: the index loads (old or new), and a later add works."""
+    import shutil
+
+    from reidkit.index import Gallery
+
+    idx = tmp_path / "index"
+    shutil.copytree(rel_index, idx)
+    n_old = len(Gallery.load(idx))
+    new_imgs = rel_synth / "query"
+    n_new = n_old + len(list(new_imgs.glob("*.jpg")))
+    args = [sys.executable, "-m", "reidkit", "index", "add", str(idx), "--images", str(new_imgs), "--device",
+            "cpu", "--workers", "0", "--no-progress"]
+    rng = random.Random(SEED)
+    span = 8.0
+    for _ in range(2):
+        proc = subprocess.Popen(args, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        try:
+            time.sleep(rng.uniform(0.3, 1.0) * span)
+        finally:
+            _kill(proc)
+        if proc.returncode == 0:  # finished before the kill: later rounds add nothing new, so stop here
+            span = time.monotonic() - t0
+        g = Gallery.load(idx)
+        assert len(g) in (n_old, n_new)
+        assert torch.isfinite(g.embeddings).all()
+        if len(g) == n_new:
+            break
+    res = cli(["index", "add", str(idx), "--images", str(new_imgs), "--device", "cpu", "--workers", "0",
+               "--no-progress"], timeout=300)
+    assert res.returncode == 0, res.stderr
+    g = Gallery.load(idx)
+    assert len(g) == n_new and len(set(g.ids)) == n_new
+    manifest = json.loads((idx / "manifest.json").read_text())
+    visible = sorted(p.name for p in idx.iterdir() if not p.name.startswith("."))
+    assert manifest["embeddings_file"] in visible
