@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -10,6 +12,45 @@ from torch import nn
 from reidkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, test_batch
 from reidkit.data.cache import decode_images
 from reidkit.errors import ReidkitError
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (``psutil`` when installed, else ``os.cpu_count()``)."""
+    try:
+        import psutil
+
+        return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    except ImportError:  # pragma: no cover - psutil is a dependency of the benchmarks only
+        return int(os.cpu_count() or 1)
+
+
+def default_cpu_threads() -> int:
+    """Threads for CPU inference: ``OMP_NUM_THREADS`` when set, else the physical cores not already busy.
+
+    The physical core count minus the whole part of the 1-minute load average (at least 1). On a
+    busy machine more OpenMP threads than free cores spin at every barrier: on the 2-core
+    development machine at load ~9, eager ResNet inference took 5-10x the CPU time and 4-8x the
+    wall time with 2 threads than with 1 (see BENCHMARKS.md, "Feature extraction").
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = physical_cores()
+    try:
+        busy = math.floor(os.getloadavg()[0])
+    except (OSError, AttributeError):  # Windows
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+def configure_cpu_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads to ``threads`` (default :func:`default_cpu_threads`); returns the number."""
+    n = int(threads) if threads else default_cpu_threads()
+    if n < 1:
+        raise ReidkitError(f"threads: expected a positive number, got {threads}")
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
 
 
 @torch.inference_mode()

@@ -213,11 +213,7 @@ def test_cli_refuses_code_subprocess(case, cli_evil, rel_synth, rel_index, tmp_p
 
 @pytest.mark.parametrize("loader", [
     "reidkit.models.io.load_model",
-    pytest.param("reidkit.engine.checkpoint.load_checkpoint", marks=pytest.mark.xfail(
-        reason="load_checkpoint echoes torch's 'Re-running torch.load with weights_only set to False' advice; fix "
-               "in reidkit/engine/checkpoint.py: catch pickle.UnpicklingError first and raise CheckpointError("
-               "f'{path}: refused to load: it holds objects that would run code (expected a reidkit checkpoint "
-               "of plain tensors)')", strict=True)),
+    "reidkit.engine.checkpoint.load_checkpoint",
 ])
 def test_error_messages_never_advise_unsafe_loading(evil, loader):
     """Refusals must not tell the user to re-run with weights_only=False (that would run the code)."""
@@ -252,12 +248,6 @@ def test_cli_index_add_refuses_evil_recorded_model(evil, rel_index, rel_synth, t
     assert sorted(p.name for p in idx.iterdir()) == before
 
 
-@pytest.mark.xfail(
-    reason="stderr has 3 lines: find_resume_checkpoint's warnings.warn('skipping unreadable checkpoint') (2 lines) "
-           "before the error, and the message repeats torch's 'weights_only set to False' advice; fix in "
-           "reidkit/engine/checkpoint.py: warn about skipped files only when another checkpoint is used (when "
-           "none loads, the raised error already names the file), and refuse pickles with a 'would run code' "
-           "message", strict=True)
 def test_cli_train_resume_refuses_evil_checkpoint(evil, rel_synth, tmp_path, cli, one_line_error, make_config):
     """'reidkit train --resume' with a planted checkpoint.pt: exit 2, one error line, nothing runs."""
     run = tmp_path / "run"

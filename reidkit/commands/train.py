@@ -1,0 +1,79 @@
+"""``reidkit train``: train a model from a YAML config (one process, or one per GPU under ``torchrun``).
+
+Examples::
+
+    reidkit train --config configs/stadb_market1501.yaml
+    reidkit train --config configs/mancs_market1501.yaml --set data.root=/data --set optim.lr=3e-4
+    reidkit train --out runs/stadb_market1501 --resume          # continue from the run folder's config
+    torchrun --nproc_per_node 4 -m reidkit train --config configs/stadb_market1501.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reidkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from reidkit.engine.config import RunConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``reidkit train``."""
+    parser.add_argument("--config", "-c", metavar="YAML",
+                        help="preset or config file (configs/*.yaml); with --resume and no --config, the run "
+                             "folder's config.yaml is used")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=3e-4 --set train.epochs=10 "
+                             "(values are YAML scalars; repeatable)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default: train.out_dir of the config)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest loadable checkpoint in the run folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """The config ``args`` describe: file (or the run folder's config.yaml on --resume) + --set + --out."""
+    from reidkit.engine.config import load_config
+
+    overrides = list(args.overrides or [])
+    if args.out:
+        overrides.append(f"train.out_dir={args.out}")
+    path = args.config
+    if path is None:
+        if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
+            path = str(Path(args.out) / "config.yaml")
+        else:
+            raise ConfigError("reidkit train: expected --config FILE (or --resume --out RUN_DIR with a config.yaml)")
+    return load_config(path, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; returns 0 on success, 1 when training stopped on a non-finite loss."""
+    cfg = resolve_config(args)
+    if args.print_config:
+        import yaml
+
+        from reidkit.engine.config import config_to_dict
+
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
+    from reidkit.engine.trainer import NonFiniteLossError, train
+
+    if args.quiet:
+        cfg.train.progress = False
+    try:
+        result = train(cfg, resume=args.resume, quiet=args.quiet)
+    except NonFiniteLossError as exc:
+        print(f"reidkit: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet and result.final:
+        f = result.final
+        best = result.best or {}
+        print(f"done: {result.run_dir}  mAP {f.get('mAP', float('nan')):.2f}  rank-1 {f.get('rank1', float('nan')):.2f}"
+              + (f"  (best mAP {best['mAP']:.2f} at epoch {best['epoch']})" if best else ""))
+    return 0

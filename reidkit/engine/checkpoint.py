@@ -1,0 +1,146 @@
+"""Training checkpoints: atomic writes, a kept previous copy, and picking the latest loadable one.
+
+A run folder holds ``checkpoint.pt`` (latest), ``checkpoint_prev.pt`` (the one before it) and
+``best.pt`` (best mAP so far). Every file is written to a temporary file and renamed, and the
+previous checkpoint is hard-linked (or copied) to ``checkpoint_prev.pt`` *before* the new one
+replaces ``checkpoint.pt`` (a new inode), so at every instant at least one complete checkpoint exists.
+Everything stored loads with ``torch.load(weights_only=True)``: RNG states are tensors or
+lists of ints, never numpy objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reidkit.errors import CheckpointError
+from reidkit.utils.atomic import atomic_path
+from reidkit.utils.safeload import safe_torch_load
+
+__all__ = [
+    "BEST",
+    "LATEST",
+    "PREVIOUS",
+    "capture_rng",
+    "find_resume_checkpoint",
+    "load_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]
+
+LATEST = "checkpoint.pt"
+PREVIOUS = "checkpoint_prev.pt"
+BEST = "best.pt"
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = False) -> Path:
+    """Write ``state`` as ``run_dir/checkpoint.pt`` (keeping the former one as ``checkpoint_prev.pt``).
+
+    With ``best=True`` the same state is also copied to ``best.pt``. Returns the latest path.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    latest = run_dir / LATEST
+    if latest.exists():
+        with atomic_path(run_dir / PREVIOUS) as tmp:
+            tmp.unlink()
+            try:
+                os.link(latest, tmp)
+            except OSError:
+                shutil.copyfile(latest, tmp)
+    with atomic_path(latest) as tmp:
+        torch.save(state, tmp)
+    if best:  # a real copy, not a link: damage to one file must not take the other with it
+        with atomic_path(run_dir / BEST) as tmp:
+            shutil.copyfile(latest, tmp)
+    return latest
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); :class:`CheckpointError` names the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    state = safe_torch_load(path, "a reidkit training checkpoint", map_location=str(map_location))
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"{path}: not a reidkit training checkpoint (missing 'model' or 'epoch')")
+    return state
+
+
+def find_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest loadable checkpoint in ``run_dir`` (latest, else previous), or ``None`` if none exists.
+
+    A corrupt file is skipped with a warning naming it (and the one used instead). If checkpoint
+    files exist but none loads, :class:`CheckpointError` names the first failure.
+    """
+    run_dir = Path(run_dir)
+    found: list[tuple[tuple[int, int], Path, dict[str, Any]]] = []
+    failures: list[str] = []
+    for name in (LATEST, PREVIOUS):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            failures.append(str(exc))
+            continue
+        found.append(((int(state["epoch"]), int(state.get("step", 0))), path, state))
+    if not found:
+        if failures:
+            raise CheckpointError(f"{run_dir}: no loadable checkpoint ({failures[0]})")
+        return None
+    found.sort(key=lambda item: item[0], reverse=True)
+    _, path, state = found[0]
+    for failure in failures:  # only worth a warning when another checkpoint is used instead
+        warnings.warn(f"skipping unreadable checkpoint: {failure}; resuming from {path}", stacklevel=2)
+    return path, state
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def capture_rng(extra_generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """All random states as tensors / lists: torch CPU, CUDA (if any), Python, numpy and named generators."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [str(np_state[0]), torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+                  int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "generators": {},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    for name, gen in (extra_generators or {}).items():
+        state["generators"][name] = gen.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], extra_generators: dict[str, torch.Generator] | None = None) -> None:
+    """Restore what :func:`capture_rng` captured (missing parts are left as they are)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu() if isinstance(state["torch"], torch.Tensor) else state["torch"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        keys_np = keys.numpy().astype(np.uint32) if isinstance(keys, torch.Tensor) else np.asarray(keys, np.uint32)
+        np.random.set_state((name, keys_np, int(pos), int(has_gauss), float(cached)))
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    for name, gen in (extra_generators or {}).items():
+        saved = state.get("generators", {}).get(name)
+        if saved is not None:
+            gen.set_state(saved.cpu())

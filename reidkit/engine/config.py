@@ -1,0 +1,479 @@
+"""Typed training configuration: dataclasses, YAML loading with ``_base_`` inheritance, ``--set`` overrides.
+
+A config file is a YAML mapping with the sections of :class:`RunConfig` (``model``, ``data``,
+``augment``, ``sampler``, ``optim``, ``schedule``, ``train``, ``eval``). A file may name
+``_base_: other.yaml`` (a path relative to the file, or a list of such paths): the bases are
+loaded first and the file's keys are merged over them (mappings merge key by key, anything
+else replaces). Command-line overrides ``section.key=value`` are parsed as YAML scalars and
+applied last. Unknown keys and values of the wrong type raise :class:`reidkit.errors.ConfigError`
+with one line naming the key and the file (or ``--set``) it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from reidkit.data.augment import AugmentConfig
+from reidkit.errors import ConfigError
+from reidkit.utils.atomic import atomic_write_text
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SamplerConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_override",
+    "save_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build: ``reidkit.models.build(name, num_classes, **options)``."""
+
+    name: str = "stadb"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they reach the model.
+
+    ``size`` is the training and test input (H, W); ``None`` takes the model's ``input_size``.
+    ``pipeline`` ``"cached"`` decodes the training images once to uint8 at ``size`` and
+    assembles batches by index (augmentation runs batched on the model's device);
+    ``"per_image"`` runs the per-image PIL pipeline in DataLoader workers.
+    """
+
+    dataset: str = "market1501"
+    root: str = "data/market1501"
+    options: dict[str, Any] = field(default_factory=dict)
+    size: list[int] | None = None
+    pipeline: Literal["cached", "per_image"] = "cached"
+    workers: int = 4
+    eval_batch_size: int = 128
+
+
+@dataclass
+class SamplerConfig:
+    """PK sampling: ``p`` identities × ``k`` images per batch (per process under DDP).
+
+    ``num_batches`` fixes the batches per epoch (``None``: the sampler's default).
+    """
+
+    p: int = 32
+    k: int = 4
+    num_batches: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser: Adam (or AdamW / SGD); ``grad_clip`` is a max global gradient norm (``None``: off)."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning rate per epoch, as a factor of ``optim.lr`` (see :mod:`reidkit.engine.schedules`).
+
+    - ``constant``: ``lr`` throughout.
+    - ``step``: ``lr · gamma^(number of milestones ≤ epoch)``, after an optional stepwise warm-up.
+    - ``stadb``: the STADB paper's schedule, i.e. ``step`` with ``warmup_epochs=50``,
+      ``warmup_step=5``, ``milestones=[200, 300]``, ``gamma=0.1`` and ``optim.lr`` the peak (1e-3).
+    - ``cosine``: warm-up then cosine decay to ``min_factor·lr`` at the last epoch.
+
+    Warm-up (``warmup_epochs > 0``): ``lr · (⌊ep/warmup_step⌋+1) / ⌈warmup_epochs/warmup_step⌉``.
+    """
+
+    kind: Literal["constant", "step", "stadb", "cosine"] = "constant"
+    warmup_epochs: int = 0
+    warmup_step: int = 1
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    min_factor: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop: epochs, evaluation cadence, seed, precision and where the run folder goes.
+
+    ``eval_every`` 0 evaluates only after the last epoch. ``save_every_steps`` > 0 also writes
+    ``checkpoint.pt`` inside epochs. ``max_seconds`` stops after the epoch that would otherwise
+    run past this wall-time budget (then evaluates, as after the last epoch).
+    """
+
+    epochs: int = 600
+    eval_every: int = 10
+    seed: int = 0
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    out_dir: str = "runs/train"
+    log_every: int = 20
+    sync_bn: bool = False
+    save_every_steps: int = 0
+    max_seconds: float | None = None
+    progress: bool = True
+    tensorboard: bool = True
+    plots: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during training: distance, flip averaging, re-ranking, how many ranks to report."""
+
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    flip: bool = False
+    rerank: bool = False
+    max_rank: int = 50
+
+
+@dataclass
+class RunConfig:
+    """A whole training run. ``augment.size`` is always replaced by the resolved ``data.size``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+_FREE_FORM = {"model.options", "data.options"}  # dicts passed through to other modules
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The merged mapping of ``path`` and its bases, and for each dotted key the file that set it."""
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ cycle ({' -> '.join(str(p) for p in (*seen, path))})")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", None)
+    merged: dict[str, Any] = {}
+    origin: dict[str, Path] = {}
+    if bases is not None:
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise ConfigError(f"{path}: '_base_' must be a file name or a list of file names")
+        for base in bases:
+            base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+            if not base_path.exists():
+                raise ConfigError(f"{path}: '_base_' file {base} not found (looked at {base_path})")
+            raw, org = _load_raw(base_path, (*seen, path))
+            merged = _deep_merge(merged, raw)
+            origin.update(org)
+    for key in _dotted_keys(data):
+        origin[key] = path
+    return _deep_merge(merged, data), origin
+
+
+def _dotted_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, dict) and dotted not in _FREE_FORM:
+            keys.extend(_dotted_keys(value, dotted + "."))
+    return keys
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"a.b=value"`` into (``["a", "b"]``, value parsed as a YAML scalar)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set optim.lr=3e-4")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text}: empty key; expected SECTION.KEY=VALUE, e.g. optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], set[str]]:
+    """Return ``data`` with each ``KEY=VALUE`` override applied, and the set of dotted keys set."""
+    out = _deep_merge({}, data)
+    touched: set[str] = set()
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+                node[part] = child
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {text}: '{'.'.join(parts[: i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+        touched.add(".".join(parts))
+    return out, touched
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        inner = _type_name(args[0]) if args else "value"
+        return f"a list of {inner}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise _Mismatch
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return _build(tp, value, key, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _Mismatch
+            return tuple(_coerce(v, a, key, where) for v, a in zip(value, args, strict=True))
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    return value  # an annotation we do not check
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, where: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        src = where(dotted) if callable(where) else where
+        if key not in names:
+            raise ConfigError(f"{src}: unknown key '{dotted}' (expected one of: {', '.join(names)})")
+        try:
+            kwargs[key] = _coerce(value, hints[key], dotted, where)
+        except _Mismatch:
+            raise ConfigError(
+                f"{src}: '{dotted}' must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
+            ) from None
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        src = where(prefix) if callable(where) else where
+        raise ConfigError(f"{src}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        src = where(prefix) if callable(where) else where
+        raise ConfigError(f"{src}: invalid section '{prefix or 'top level'}': {exc}") from None
+
+
+def _check(cfg: RunConfig, where: Any) -> None:
+    def bad(key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{where(key)}: '{key}' must be {expected}, got {value!r}")
+
+    if cfg.data.size is not None and (len(cfg.data.size) != 2 or min(cfg.data.size) < 8):
+        raise bad("data.size", "[H, W] with both at least 8", cfg.data.size)
+    for key, value, low in (
+        ("sampler.p", cfg.sampler.p, 1),
+        ("sampler.k", cfg.sampler.k, 1),
+        ("train.epochs", cfg.train.epochs, 1),
+        ("train.eval_every", cfg.train.eval_every, 0),
+        ("train.log_every", cfg.train.log_every, 1),
+        ("train.save_every_steps", cfg.train.save_every_steps, 0),
+        ("data.workers", cfg.data.workers, 0),
+        ("data.eval_batch_size", cfg.data.eval_batch_size, 1),
+        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, 0),
+        ("schedule.warmup_step", cfg.schedule.warmup_step, 1),
+    ):
+        if value < low:
+            raise bad(key, f"an integer >= {low}", value)
+    if cfg.sampler.num_batches is not None and cfg.sampler.num_batches < 1:
+        raise bad("sampler.num_batches", "null or an integer >= 1", cfg.sampler.num_batches)
+    if cfg.optim.lr <= 0:
+        raise bad("optim.lr", "a positive number", cfg.optim.lr)
+    if cfg.optim.grad_clip is not None and cfg.optim.grad_clip <= 0:
+        raise bad("optim.grad_clip", "null or a positive number", cfg.optim.grad_clip)
+    if len(cfg.optim.betas) != 2:
+        raise bad("optim.betas", "a list of two numbers", cfg.optim.betas)
+    if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones):
+        raise bad("schedule.milestones", "increasing epochs", cfg.schedule.milestones)
+    if cfg.train.device not in ("auto", "cpu", "cuda", "mps") and not cfg.train.device.startswith("cuda:"):
+        raise bad("train.device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", cfg.train.device)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>",
+                     origin: dict[str, Path] | None = None, overridden: set[str] | None = None) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a plain mapping (as read from YAML)."""
+    origin = origin or {}
+    overridden = overridden or set()
+
+    def where(dotted: str) -> str:
+        parts = dotted.split(".")
+        for n in range(len(parts), 0, -1):
+            key = ".".join(parts[:n])
+            if key in overridden:
+                return f"--set {key}"
+            if key in origin:
+                return str(origin[key])
+        return source
+
+    cfg = _build(RunConfig, data, "", where)
+    _check(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (with its ``_base_`` files) and apply ``KEY=VALUE`` overrides.
+
+    ``path=None`` starts from the defaults. Raises :class:`ConfigError` (one line) on an
+    unknown key, a wrong type or an invalid value.
+    """
+    if path is None:
+        raw: dict[str, Any] = {}
+        origin: dict[str, Path] = {}
+        source = "<defaults>"
+    else:
+        raw, origin = _load_raw(Path(path))
+        source = str(path)
+    raw, touched = apply_overrides(raw, list(overrides or []))
+    return config_from_dict(raw, source, origin, touched)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain YAML/JSON-safe data (tuples become lists)."""
+    return _plain(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically); :func:`load_config` reads it back unchanged."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    atomic_write_text(path, text)

@@ -1,0 +1,112 @@
+"""Multi-process training under ``torchrun``: detection from environment variables, setup, helpers.
+
+``torchrun --nproc_per_node N -m reidkit train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; :func:`init_distributed` reads them and starts a process group (NCCL on
+CUDA, gloo on CPU). Without them everything runs in one process (rank 0 of 1).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from reidkit.errors import ConfigError
+
+__all__ = ["DistInfo", "barrier", "broadcast_object", "cleanup", "init_distributed", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: its rank, the world size, its local rank and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        """True when running with more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes checkpoints, logs and plots (rank 0)."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; other names as given."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device: {name!r} requested but CUDA is not available (use 'cpu' or 'auto')")
+        if name == "cuda":
+            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("train.device: 'mps' requested but not available (use 'cpu' or 'auto')")
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Start the process group if ``WORLD_SIZE`` > 1 (``torchrun``), and pick this process's device."""
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    dev = resolve_device(device, local_rank)
+    if world_size > 1:
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op in a single process)."""
+    if info.enabled and dist.is_initialized():
+        if info.device.type == "cuda":
+            dist.barrier(device_ids=[info.device.index or 0])
+        else:
+            dist.barrier()
+
+
+def broadcast_object(info: DistInfo, obj: object, src: int = 0) -> object:
+    """Send a picklable object from ``src`` to every process; returns it everywhere."""
+    if not (info.enabled and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=info.device if info.device.type == "cuda" else None)
+    return box[0]
+
+
+def all_reduce_flag(info: DistInfo, flag: bool) -> bool:
+    """True if ``flag`` is true on any process."""
+    if not (info.enabled and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def cleanup(info: DistInfo) -> None:
+    """Tear the process group down (no-op in a single process)."""
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

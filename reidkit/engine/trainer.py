@@ -1,0 +1,568 @@
+"""The training loop: a thin driver over the models' ``compute_losses``.
+
+One step: PK indices from the sampler → uint8 batch from the image cache → batched
+augmentation on the device → ``model(x)`` (train mode: a dict of outputs) →
+``model.compute_losses(outputs, pids, epoch)`` (named, weighted terms) → sum → backward →
+optional gradient clipping → optimiser step. The learning rate is set per epoch from
+:mod:`reidkit.engine.schedules`. Every ``train.eval_every`` epochs (and after the last) the
+model is evaluated on query/gallery, the best checkpoint (by mAP) is kept as ``best.pt``.
+
+The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json``, ``checkpoint.pt``
+(+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
+``best.safetensors``, ``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG
+curves. Under ``torchrun`` only rank 0 writes.
+
+Numerical faults: a NaN or infinite loss term stops the run before the backward pass with
+:class:`NonFiniteLossError` naming the term, the epoch and the step; the last checkpoint
+stays as it was, so ``--resume`` continues from it.
+
+Debug hooks (environment variables, used by the tests): ``REIDKIT_DEBUG_NAN_AT_STEP=N``
+makes the first loss term NaN at global step N; ``REIDKIT_DEBUG_KILL_AT_STEP=N`` sends
+SIGKILL to the process right after global step N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from reidkit.engine.checkpoint import capture_rng, find_resume_checkpoint, restore_rng, save_checkpoint
+from reidkit.engine.config import RunConfig, config_to_dict, save_config
+from reidkit.engine.distributed import DistInfo, all_reduce_flag, barrier, cleanup, init_distributed
+from reidkit.engine.runlog import RunLog, environment_info, load_history
+from reidkit.engine.schedules import EpochSchedule
+from reidkit.errors import ConfigError, DatasetError, ReidkitError
+
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
+
+
+class NonFiniteLossError(ReidkitError):
+    """A loss term became NaN or infinite; the run stopped and can resume from its last checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run folder, the final and best metrics, and the trained model."""
+
+    run_dir: Path
+    final: dict[str, Any]
+    best: dict[str, Any] | None
+    epochs_run: int
+    model: nn.Module | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python ``random``, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", model)  # DDP
+    return getattr(inner, "_orig_mod", inner)  # torch.compile
+
+
+class Trainer:
+    """Builds everything a run needs from a :class:`RunConfig` and runs it (:meth:`fit`).
+
+    ``dataset`` may be passed in (a :class:`reidkit.data.records.ReidDataset`) instead of being
+    loaded from ``cfg.data``; ``resume=True`` continues from the newest loadable checkpoint in
+    the run folder (a fresh start when there is none).
+    """
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, dataset: Any = None,
+                 dist_info: DistInfo | None = None, quiet: bool = False):
+        self.cfg = cfg
+        self.resume = resume
+        self.quiet = quiet
+        self.run_dir = Path(cfg.train.out_dir)
+        self.dist = dist_info or init_distributed(cfg.train.device)
+        self.device = self.dist.device
+        self._dataset = dataset
+        self._test_cache: tuple[Tensor, Tensor] | None = None
+        self._loader: Any = None
+        self.last_features: tuple[Tensor, Tensor] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _log(self, msg: str) -> None:
+        if self.dist.is_main and not self.quiet:
+            print(msg, flush=True)
+
+    def _load_dataset(self) -> Any:
+        if self._dataset is not None:
+            return self._dataset
+        from reidkit.data.datasets import load
+
+        return load(self.cfg.data.dataset, self.cfg.data.root, **self.cfg.data.options)
+
+    def setup(self) -> None:
+        """Load data, build the model, optimiser, sampler and augmentation; restore a checkpoint if resuming."""
+        cfg = self.cfg
+        if not self.resume and (self.run_dir / "checkpoint.pt").exists():
+            raise ConfigError(f"{self.run_dir}: run folder already holds a checkpoint; pass --resume to continue "
+                              "it or --out to choose another folder")
+        seed_everything(cfg.train.seed)
+        ds = self._load_dataset()
+        self.dataset = ds
+        if not ds.train:
+            raise DatasetError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no training images")
+        from reidkit.models import build
+
+        pids_sorted = sorted({r.pid for r in ds.train})
+        self.relabel = {p: i for i, p in enumerate(pids_sorted)}
+        self.num_classes = len(pids_sorted)
+        opts = dict(cfg.model.options)
+        try:
+            model = build(cfg.model.name, self.num_classes, **opts)
+        except TypeError as exc:
+            raise ConfigError(f"model.options: {exc}") from None
+        size = tuple(cfg.data.size) if cfg.data.size is not None else tuple(model.input_size)
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
+        model.input_size = self.size  # recorded in the weight files' metadata: the size it was trained at
+        model.to(self.device)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if cfg.train.sync_bn and self.dist.enabled and self.device.type != "cuda":
+            raise ConfigError(f"train.sync_bn: SyncBatchNorm needs CUDA devices, this run is on {self.device}; "
+                              "expected train.sync_bn=false")
+        if cfg.train.sync_bn and self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.core = model
+        self.optimizer = self._make_optimizer(model)
+        self.schedule = EpochSchedule(cfg.schedule, cfg.optim.lr, cfg.train.epochs)
+
+        # training images: decoded once to uint8 at the training size
+        self.train_records = list(ds.train)
+        self._setup_data()
+
+        from reidkit.data.sampler import PKSampler
+
+        self.sampler = PKSampler(self.train_pids, cfg.sampler.p, cfg.sampler.k, seed=cfg.train.seed,
+                                 rank=self.dist.rank, world_size=self.dist.world_size,
+                                 num_batches=cfg.sampler.num_batches)
+        self.aug_generator = torch.Generator(device=self.device)
+        self.aug_generator.manual_seed(cfg.train.seed * 1000 + 17 + self.dist.rank)
+
+        # precision
+        self.amp_dtype: torch.dtype | None = None
+        if cfg.train.amp != "none":
+            if self.device.type == "cuda":
+                self.amp_dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
+            else:
+                warnings.warn(f"train.amp={cfg.train.amp!r} is for CUDA; running in float32 on {self.device}",
+                              stacklevel=2)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+        self.model: nn.Module = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # STADB runs either its drop or its attention path per step: the other path's weights get no grad
+            unused = getattr(model, "has_drop", False) and getattr(model, "has_attention", False)
+            self.model = DDP(model, device_ids=ids, find_unused_parameters=bool(unused))
+        if cfg.train.compile:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
+
+        # state
+        self.start_epoch = 0
+        self.skip_batches = 0
+        self.global_step = 0
+        self.best: dict[str, Any] | None = None
+        history: list[dict[str, Any]] = []
+        self.resumed_from: Path | None = None
+        if self.resume:
+            found = find_resume_checkpoint(self.run_dir)
+            if found is not None:
+                path, state = found
+                self._restore(state)
+                history = [r for r in state.get("history", []) if int(r.get("epoch", 0)) <= self.start_epoch]
+                self.resumed_from = path
+                self._log(f"resuming from {path} (epoch {self.start_epoch}, step {self.skip_batches})")
+            else:
+                history = []
+                self._log(f"no checkpoint in {self.run_dir}; starting a new run")
+        if not history and self.resume:
+            history = [r for r in load_history(self.run_dir) if int(r.get("epoch", 0)) <= self.start_epoch]
+        self.log = RunLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.train.tensorboard,
+                          plots=cfg.train.plots, history=history)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            env = environment_info(cfg.train.seed, self.device, self.dist.world_size)
+            env.update({"model": cfg.model.name, "num_classes": self.num_classes, "input_size": list(self.size),
+                        "train_images": len(self.train_records), "resumed_from": str(self.resumed_from or "")})
+            self.log.write_json("env.json", env)
+
+    def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        params = [p for p in model.parameters() if p.requires_grad]
+        if o.name == "adam":
+            return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        if o.name == "adamw":
+            return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=True)
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
+        if cfg.data.pipeline == "cached":
+            from reidkit.data.cache import decode_images
+
+            paths = [r.path for r in self.train_records]
+            t0 = time.perf_counter()
+            u8, bad = decode_images(paths, self.size, workers=cfg.data.workers,
+                                    progress=self.dist.is_main and cfg.train.progress and not self.quiet)
+            self.decode_seconds = time.perf_counter() - t0
+            if bad:
+                bad_set = set(map(str, bad))
+                keep = [i for i, r in enumerate(self.train_records) if str(r.path) not in bad_set]
+                warnings.warn(f"{len(bad)} unreadable training image(s) left out, e.g. {sorted(bad_set)[0]}",
+                              stacklevel=2)
+                self.train_records = [self.train_records[i] for i in keep]
+                if u8.shape[0] != len(keep):
+                    u8 = u8[torch.as_tensor(keep, dtype=torch.long)]
+            if self.device.type == "cuda":
+                u8 = u8.to(self.device)  # the whole uint8 cache lives on the GPU
+            elif self.device.type == "cpu":
+                u8 = u8.contiguous()
+            self.train_u8 = u8
+            from reidkit.data.augment import TrainAugment
+
+            aug_cfg = dataclasses.replace(cfg.augment, size=self.size)
+            self.augment = TrainAugment(aug_cfg)
+        else:
+            self.decode_seconds = 0.0
+            self.train_u8 = None
+        self.train_pids = [self.relabel[r.pid] for r in self.train_records]
+        self.pid_tensor = torch.as_tensor(self.train_pids, dtype=torch.long)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, epoch: int, step: int) -> dict[str, Any]:
+        """Everything needed to continue: ``epoch`` is the epoch to run next, ``step`` the batches done in it."""
+        from reidkit.models.io import model_meta
+
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.core.state_dict().items()},
+            "model_meta": model_meta(self.core),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": capture_rng({"augment": self.aug_generator}),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "epoch": epoch,
+            "step": step,
+            "global_step": self.global_step,
+            "config": config_to_dict(self.cfg),
+            "best": dict(self.best) if self.best else {},
+            "history": list(self.log.history) if hasattr(self, "log") else [],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.core.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"{self.run_dir}: checkpoint does not fit the configured model ({first})") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state.get("scheduler", {}))
+        if state.get("sampler"):
+            self.sampler.load_state_dict(state["sampler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state.get("rng", {}), {"augment": self.aug_generator})
+        if self.dist.rank > 0:  # the checkpoint holds rank 0's augmentation stream; give the others their own
+            self.aug_generator.manual_seed(self.cfg.train.seed * 1000 + 17 + self.dist.rank
+                                           + 7919 * int(state.get("global_step", 0)))
+        self.start_epoch = int(state["epoch"])
+        self.skip_batches = int(state.get("step", 0))
+        self.global_step = int(state.get("global_step", 0))
+        self.best = dict(state["best"]) if state.get("best") else None
+
+    def save(self, epoch: int, step: int, best: bool = False) -> None:
+        """Write ``checkpoint.pt`` (and ``best.pt``/``best.safetensors`` when ``best``) on rank 0."""
+        if not self.dist.is_main:
+            return
+        save_checkpoint(self.state_dict(epoch, step), self.run_dir, best=best)
+        if best:
+            from reidkit.models.io import save_weights
+
+            save_weights(self.core, self.run_dir / "best.safetensors")
+
+    # ------------------------------------------------------------------ batches
+    def _batches(self, epoch: int) -> Any:
+        """Yield ``(x, pids)`` training batches of ``epoch`` (after skipping ``skip_batches`` when resuming)."""
+        self.sampler.set_epoch(epoch)
+        if self.cfg.data.pipeline == "cached":
+            for idx in self.sampler:  # a restored sampler continues after its last yielded batch
+                index = torch.as_tensor(idx, dtype=torch.long)
+                u8 = self.train_u8.index_select(0, index.to(self.train_u8.device))
+                if u8.device != self.device:
+                    u8 = u8.to(self.device, non_blocking=True)
+                x = self.augment(u8, self.aug_generator)
+                yield x, self.pid_tensor[index]
+        else:
+            yield from self._per_image_batches(epoch)
+
+    def _per_image_batches(self, epoch: int) -> Any:
+        if self._loader is None:
+            from reidkit.data.per_image import make_loader
+
+            self._loader = make_loader([r.path for r in self.train_records], self.train_pids,
+                                       dataclasses.replace(self.cfg.augment, size=self.size),
+                                       workers=self.cfg.data.workers, batch_sampler=self.sampler,
+                                       seed=self.cfg.train.seed)
+        for x, pids in self._loader:
+            yield x.to(self.device, non_blocking=True), pids
+
+    # ------------------------------------------------------------------ evaluation
+    def _test_u8(self) -> tuple[Tensor, Tensor]:
+        if self._test_cache is None:
+            from reidkit.data.cache import decode_images
+
+            q = [r.path for r in self.dataset.query]
+            g = [r.path for r in self.dataset.gallery]
+            qu8, qbad = decode_images(q, self.size, workers=self.cfg.data.workers)
+            gu8, gbad = decode_images(g, self.size, workers=self.cfg.data.workers)
+            if qbad or gbad:
+                raise DatasetError(f"unreadable test image(s), e.g. {(list(qbad) + list(gbad))[0]}")
+            self._test_cache = (qu8, gu8)
+        return self._test_cache
+
+    def evaluate(self) -> dict[str, Any]:
+        """Embed query and gallery with the current weights and return mAP, rank-k, mINP (percent)."""
+        if not self.dataset.query or not self.dataset.gallery:
+            return {}
+        from reidkit.engine.features import embed_uint8
+        from reidkit.eval import evaluate
+
+        qu8, gu8 = self._test_u8()
+        model = self.core
+        was = model.training
+        model.eval()
+        bs, flip = self.cfg.data.eval_batch_size, self.cfg.eval.flip
+        with self._autocast():
+            qf = embed_uint8(model, qu8, batch_size=bs, device=self.device, flip=flip)
+            gf = embed_uint8(model, gu8, batch_size=bs, device=self.device, flip=flip)
+        model.train(was)
+        self.last_features = (qf, gf)  # kept for pictures (rank lists) drawn after an evaluation
+        qs, gs = self.dataset.query, self.dataset.gallery
+        res = evaluate(qf.float().cpu(), gf.float().cpu(),
+                       np.array([r.pid for r in qs]), np.array([r.pid for r in gs]),
+                       np.array([r.camid for r in qs]), np.array([r.camid for r in gs]),
+                       metric=self.cfg.eval.metric, rerank=self.cfg.eval.rerank, max_rank=self.cfg.eval.max_rank)
+        return summarize(res)
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> TrainResult:
+        """Run the remaining epochs; returns the final metrics. Cleans up the process group at the end."""
+        try:
+            if not hasattr(self, "core"):
+                self.setup()
+            return self._fit()
+        finally:
+            if hasattr(self, "log"):
+                self.log.close()
+
+    def _fit(self) -> TrainResult:
+        cfg = self.cfg
+        epochs = cfg.train.epochs
+        nan_step = _env_int("REIDKIT_DEBUG_NAN_AT_STEP")
+        kill_step = _env_int("REIDKIT_DEBUG_KILL_AT_STEP")
+        final: dict[str, Any] = {}
+        run_start = time.perf_counter()
+        epochs_run = 0
+        stop = False
+        self.model.train()
+        for epoch in range(self.start_epoch, epochs):
+            lr = self.schedule.apply(self.optimizer, epoch)
+            n_batches = len(self.sampler)
+            sums: dict[str, float] = {}
+            steps = 0
+            images = 0
+            data_wait = 0.0
+            t_epoch = time.perf_counter()
+            bar = None
+            if self.dist.is_main and cfg.train.progress and not self.quiet:
+                from tqdm import tqdm
+
+                bar = tqdm(total=n_batches, initial=self.skip_batches, desc=f"epoch {epoch + 1}/{epochs}",
+                           unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+            step_in_epoch = self.skip_batches
+            batches = self._batches(epoch)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    x, pids = next(batches)
+                except StopIteration:
+                    break
+                data_wait += time.perf_counter() - t0
+                if cfg.train.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                pids_dev = pids.to(self.device, non_blocking=True)
+                with self._autocast():
+                    outputs = self.model(x)
+                    losses = self.core.compute_losses(outputs, pids_dev, epoch)
+                if nan_step is not None and self.global_step == nan_step:
+                    first = next(iter(losses))
+                    losses[first] = losses[first] * float("nan")
+                total = sum(v.float() for v in losses.values())
+                bad = not bool(torch.isfinite(total).item())
+                if self.dist.enabled:
+                    bad = all_reduce_flag(self.dist, bad)
+                if bad:
+                    self._non_finite(losses, epoch, step_in_epoch, pids)
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(total).backward()
+                    if cfg.optim.grad_clip is not None:
+                        self.scaler.unscale_(self.optimizer)
+                        nn.utils.clip_grad_norm_(self.core.parameters(), cfg.optim.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    total.backward()
+                    if cfg.optim.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(self.core.parameters(), cfg.optim.grad_clip)
+                    self.optimizer.step()
+                self.global_step += 1
+                step_in_epoch += 1
+                steps += 1
+                images += int(x.shape[0]) * self.dist.world_size
+                values = {k: float(v.detach()) for k, v in losses.items()}
+                values["loss"] = float(total.detach())
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if bar is not None:
+                    elapsed = time.perf_counter() - t_epoch
+                    bar.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
+                    bar.update(1)
+                if self.dist.is_main and self.global_step % cfg.train.log_every == 0:
+                    self.log.step(self.global_step, {**values, "lr": lr})
+                if cfg.train.save_every_steps and self.global_step % cfg.train.save_every_steps == 0 \
+                        and step_in_epoch < n_batches:
+                    self.save(epoch, step_in_epoch)
+                if kill_step is not None and self.global_step == kill_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if bar is not None:
+                bar.close()
+            self.skip_batches = 0
+            seconds = time.perf_counter() - t_epoch
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr}
+            for k, v in sums.items():
+                row[k if k == "loss" else f"loss/{k}"] = v / max(steps, 1)
+            row["loss"] = row.pop("loss", float("nan"))
+            row.update({"images_per_s": images / max(seconds, 1e-9), "epoch_s": seconds,
+                        "data_wait_s": data_wait, "data_wait_per_step_ms": 1000 * data_wait / max(steps, 1)})
+            last = epoch + 1 == epochs
+            if cfg.train.max_seconds is not None and not last:
+                elapsed = time.perf_counter() - run_start
+                per_epoch = elapsed / (epoch + 1 - self.start_epoch)
+                if elapsed + per_epoch > cfg.train.max_seconds:
+                    self._log(f"stopping after epoch {epoch + 1}: the next epoch would pass train.max_seconds="
+                              f"{cfg.train.max_seconds:g}")
+                    stop = True
+                stop = all_reduce_flag(self.dist, stop)  # every process stops at the same epoch
+                last = stop
+            is_best = False
+            if (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) or last:
+                metrics = self.evaluate() if self.dist.is_main else {}
+                barrier(self.dist)
+                if metrics:
+                    row.update({k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP") if k in metrics})
+                    final = metrics
+                    if self.best is None or metrics["mAP"] > self.best["mAP"]:
+                        self.best = {"epoch": epoch + 1, **{k: metrics[k] for k in ("mAP", "rank1", "mINP")
+                                                             if k in metrics}}
+                        is_best = True
+            self.log.epoch(row)
+            self.save(epoch + 1, 0, best=is_best)
+            barrier(self.dist)
+            epochs_run += 1
+            done = epoch + 1 - self.start_epoch
+            eta = (time.perf_counter() - run_start) / max(done, 1) * (epochs - epoch - 1)
+            extra = f"  mAP {row['mAP']:.2f}  R1 {row['rank1']:.2f}" if "mAP" in row else ""
+            self._log(f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  lr {lr:.2e}  "
+                      f"{row['images_per_s']:.0f} img/s  data {row['data_wait_per_step_ms']:.1f} ms/step{extra}"
+                      f"  eta {_fmt_seconds(eta)}")
+            if stop:
+                break
+        if self.dist.is_main:
+            from reidkit.models.io import save_weights
+
+            save_weights(self.core, self.run_dir / "model.safetensors")
+            if not final and self.log.history:
+                last_row = self.log.history[-1]
+                final = {k: last_row[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP") if k in last_row}
+            self.log.write_json("final_metrics.json", {"final": final, "best": self.best or {},
+                                                       "epochs": epochs, "seconds": time.perf_counter() - run_start})
+        barrier(self.dist)
+        return TrainResult(self.run_dir, final, self.best, epochs_run, self.core, list(self.log.history))
+
+    def _non_finite(self, losses: dict[str, Tensor], epoch: int, step: int, pids: Tensor) -> None:
+        names = [k for k, v in losses.items() if not bool(torch.isfinite(v.detach().float()).all())]
+        term = ", ".join(f"{k}={float(losses[k].detach()):g}" for k in names) or "another process's loss"
+        ids = sorted({int(p) for p in pids.tolist()})
+        ckpt = self.run_dir / "checkpoint.pt"
+        where = f"; last good checkpoint {ckpt} kept, resume with --resume" if ckpt.exists() else \
+            "; no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"non-finite loss {term} at epoch {epoch + 1} step {step + 1} (global step {self.global_step + 1}, "
+            f"batch of {len(pids)} images, ids {ids[:8]}{'...' if len(ids) > 8 else ''}){where}")
+
+
+def summarize(res: dict[str, Any]) -> dict[str, Any]:
+    """``reidkit.eval.evaluate``'s fractions as percent: mAP, rank-1/5/10, mINP and the CMC curve."""
+    cmc = [100.0 * float(v) for v in res.get("cmc", [])]
+    out: dict[str, Any] = {"mAP": 100.0 * float(res["mAP"])}
+    if "mINP" in res:
+        out["mINP"] = 100.0 * float(res["mINP"])
+    for r in (1, 5, 10):
+        if len(cmc) >= r:
+            out[f"rank{r}"] = cmc[r - 1]
+    out["cmc"] = cmc
+    if "num_valid_queries" in res:
+        out["num_valid_queries"] = int(res["num_valid_queries"])
+    return out
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def train(cfg: RunConfig, *, resume: bool = False, dataset: Any = None, quiet: bool = False) -> TrainResult:
+    """Train with ``cfg`` (under ``torchrun``: one process of a DDP group); the process group is torn down after."""
+    info = init_distributed(cfg.train.device)
+    try:
+        trainer = Trainer(cfg, resume=resume, dataset=dataset, dist_info=info, quiet=quiet)
+        return trainer.fit()
+    finally:
+        cleanup(info)
