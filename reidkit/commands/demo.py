@@ -31,8 +31,8 @@ DEMO_CONFIG: dict[str, Any] = {
     "augment": {"pipeline": "stadb"},
     "sampler": {"p": 8, "k": 4},
     "optim": {"name": "adam", "lr": 1.0e-3, "weight_decay": 5.0e-4},
-    "schedule": {"kind": "step", "warmup_epochs": 0, "milestones": [8], "gamma": 0.1},
-    "train": {"epochs": 10, "eval_every": 5, "seed": 0, "log_every": 10, "tensorboard": False},
+    "schedule": {"kind": "step", "warmup_epochs": 0, "milestones": [24], "gamma": 0.1},
+    "train": {"epochs": 30, "eval_every": 10, "seed": 0, "log_every": 10, "tensorboard": False},
     "eval": {"metric": "euclidean", "flip": False},
 }
 

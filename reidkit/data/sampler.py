@@ -10,10 +10,12 @@ computes the same global plan without communication):
 - For each visited identity, K images: identities with at least K images take the next K of
   their own shuffled queue (no repeats inside a batch, all images cycled before any repeats);
   identities with fewer than K images draw K with replacement.
-- Epoch length (default): ``max(1, len(pids) // (P·K·world_size))`` batches per rank, so that
-  all ranks together see about one dataset's worth of images per epoch (as
-  ``DistributedSampler`` does). With one process that is ``len(dataset) // (P·K)``, the usual
-  Mancs/BDB "[N/PK]". ``num_batches`` overrides it.
+- Epoch length (default): ``max(1, num_identities // (P·world_size))`` batches per rank, so
+  that over all ranks an epoch visits every identity once, K images each. This is what both
+  papers call an epoch: Mancs §4.3 "each epoch includes [N_c/P] mini-batches" (N_c identities),
+  and BDB's public sampler (on which STADB's 600-epoch schedule was run) yields identities × K
+  images per epoch. On Market-1501 with 32×4 that is 23 batches, not the 101 a pass over all
+  12,936 images would take. ``num_batches`` overrides it.
 
 ``set_epoch(e)`` selects the plan; ``state_dict()`` records (epoch, position) so that a resumed
 run yields exactly the batches the interrupted one had not yet yielded.
@@ -63,7 +65,7 @@ class PKSampler:
                 f"sampler: the training set has {len(uniq)} identities, fewer than P × world_size = "
                 f"{self.p} × {self.world_size} = {need}; expected a smaller P (e.g. --set sampler.p={max(1, len(uniq) // self.world_size)})"
             )
-        default = max(1, len(self.pids) // (self.p * self.k * self.world_size))
+        default = max(1, len(uniq) // (self.p * self.world_size))
         self.num_batches = int(num_batches) if num_batches is not None else default
         self.epoch = 0
         self.position = 0

@@ -36,10 +36,18 @@ def _check_batch(batch: list[int], pids: list[int], p: int, k: int) -> None:
             assert len(set(g)) == k  # without replacement
 
 
+def test_epoch_visits_every_identity_once() -> None:
+    pids = [i for i in range(751) for _ in range(17)]  # Market-1501-like: 751 ids
+    s = PKSampler(pids, p=32, k=4, seed=0)
+    assert len(s) == 751 // 32 == 23  # Mancs' [N_c/P]; BDB: identities × K images per epoch
+    seen = [pids[i] for b in s for i in b]
+    assert len(set(seen)) == 23 * 32  # no identity twice within the epoch
+
+
 def test_hand_example() -> None:
     pids = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3]
     s = PKSampler(pids, p=2, k=2, seed=0)
-    assert len(s) == 10 // 4 == 2
+    assert len(s) == 4 // 2 == 2  # an epoch visits each of the 4 identities once
     batches = list(s)
     assert len(batches) == 2
     for b in batches:
@@ -78,10 +86,11 @@ def test_property_batches(counts: list[int], p: int, k: int, seed: int, world: i
 
 
 def test_epoch_length_and_override() -> None:
-    pids = _pids([4] * 20)  # 80 images
-    assert len(PKSampler(pids, 4, 4)) == 5
-    assert len(PKSampler(pids, 4, 4, world_size=2, rank=1)) == 2  # 80 // (16 * 2)
-    assert len(PKSampler(pids, 8, 16)) == 1  # never zero
+    pids = _pids([4] * 20)  # 20 identities, 80 images
+    assert len(PKSampler(pids, 4, 4)) == 5  # 20 // 4
+    assert len(PKSampler(pids, 4, 4, world_size=2, rank=1)) == 2  # 20 // (4 * 2)
+    assert len(PKSampler(pids, 3, 16)) == 6  # K does not change the count of identity visits
+    assert len(PKSampler(pids, 20, 4)) == 1  # never zero
     assert len(list(PKSampler(pids, 4, 4, num_batches=9))) == 9
 
 
