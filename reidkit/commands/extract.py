@@ -5,17 +5,32 @@ Examples::
     reidkit extract --checkpoint runs/stadb/model.safetensors --images crops/ --out feats.safetensors
     reidkit extract --onnx model.onnx --csv list.csv --out feats.safetensors --flip
     reidkit extract --checkpoint runs/stadb/checkpoint.pt --dataset market1501 --root data/ --out market.safetensors
+    reidkit extract --checkpoint runs/stadb/model.safetensors --images crops/ --out f.safetensors --engine torch
 
 A folder or CSV gives a file with ``feats``, ``pids``, ``camids`` and the paths in the metadata (pids and
 camids come from Market-1501 style names ``0002_c3s1_...jpg``, the custom layout ``<pid>/<camid>_x.jpg``
 or the CSV's ``pid``/``camid`` columns; -1 when unknown). A dataset gives the file ``reidkit eval
 --features`` reads (``query_feats``, ``query_pids``, ..., ``gallery_camids``).
+
+Engines (``--engine``): on a CPU, ``auto`` (the default) runs a checkpoint through ONNX Runtime — several
+times faster than PyTorch eager there (``benchmarks/bench_extract.py``, BENCHMARKS.md) — when a dataset or
+at least :data:`AUTO_ONNX_MIN_IMAGES` images are embedded, or when the model was exported before: the
+model is exported once (with the parity check of :func:`reidkit.export.export_onnx`) into the cache
+folder (``$REIDKIT_CACHE/onnx``, default ``~/.cache/reidkit/onnx``), named by a hash of the model
+description and its weights digest, and reused afterwards. If the export fails or does not match
+PyTorch, ``auto`` falls back to PyTorch with a warning. ``torch`` is eager PyTorch, ``onnx`` forces the
+export, ``compile`` wraps the model in ``torch.compile`` (minutes of compilation on a CPU). On a GPU
+``auto`` is PyTorch. ``--threads`` sets the CPU threads of both (default: the free physical cores, see
+:func:`reidkit.engine.features.default_cpu_threads`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -25,6 +40,8 @@ from reidkit.errors import DatasetError, ReidkitError
 
 MARKET_RE = re.compile(r"^(-?\d+)_c(\d+)")
 CAM_RE = re.compile(r"^[cC]?(\d+)_")
+ENGINES = ("auto", "torch", "onnx", "compile")
+AUTO_ONNX_MIN_IMAGES = 256  # below this (and no cached export) the export would cost more than it saves
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -46,6 +63,106 @@ def load_embedder(args: argparse.Namespace) -> Any:
     if args.batch_size < 1:
         raise ReidkitError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     return load(args.onnx or args.checkpoint, device=args.device)
+
+
+def onnx_cache_dir() -> Path:
+    """Where ``--engine auto/onnx`` keeps exported models: ``$REIDKIT_CACHE/onnx``, else
+    ``$XDG_CACHE_HOME/reidkit/onnx``, else ``~/.cache/reidkit/onnx``."""
+    env = os.environ.get("REIDKIT_CACHE")
+    if env:
+        return Path(env) / "onnx"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reidkit" / "onnx"
+
+
+def cached_onnx_path(meta: dict[str, Any]) -> Path:
+    """The cache file of a model description (name, options, input size, weights digest, version)."""
+    from reidkit.export import DEFAULT_OPSET
+
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    h, w = (int(v) for v in meta["input_size"])
+    return onnx_cache_dir() / f"{meta.get('model', 'model')}-{h}x{w}-opset{DEFAULT_OPSET}-{key}.onnx"
+
+
+def _set_onnx_threads(emb: Any, threads: int) -> None:
+    """Give an ONNX embedder's session ``threads`` intra-op threads (onnxruntime's default is every core)."""
+    runner = getattr(emb, "_onnx", None)
+    if runner is None or emb.source is None:
+        return
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    try:
+        runner.session = ort.InferenceSession(str(emb.source), opts, providers=runner.session.get_providers())
+    except Exception:  # keep the session onnxruntime already made
+        return
+
+
+def select_engine(args: argparse.Namespace, emb: Any, n_images: int | None) -> Any:
+    """The embedder to use for ``--engine`` (see the module doc); ``n_images`` None means "many" (a dataset).
+
+    Sets the CPU threads (``--threads``) of PyTorch and of an ONNX Runtime session.
+    """
+    from reidkit.api import Embedder
+    from reidkit.engine.features import configure_cpu_threads
+
+    if not hasattr(args, "engine"):  # commands without --engine/--threads keep their PyTorch embedder
+        return emb
+    engine = args.engine or "auto"
+    if engine not in ENGINES:
+        raise ReidkitError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    on_cpu = emb.device.type == "cpu"
+    threads = configure_cpu_threads(getattr(args, "threads", None)) if on_cpu else 0
+    if emb.model is None:  # --onnx FILE
+        if engine in ("torch", "compile"):
+            raise ReidkitError(f"--engine {engine} needs --checkpoint; --onnx runs with onnxruntime")
+        if on_cpu:
+            _set_onnx_threads(emb, threads)
+        return emb
+    if engine == "torch":
+        return emb
+    if engine == "compile":
+        import torch
+
+        emb.model = torch.compile(emb.model)
+        return emb
+    if engine == "auto":
+        if not on_cpu:
+            return emb
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return emb
+    path = cached_onnx_path(emb.meta)
+    if engine == "auto" and not path.is_file() and n_images is not None and n_images < AUTO_ONNX_MIN_IMAGES:
+        return emb
+    if not path.is_file():
+        from reidkit.export import export_onnx
+
+        print(f"reidkit: exporting the model to ONNX once for faster CPU extraction: {path}", file=sys.stderr)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export_onnx(emb.model, path)
+        except (ReidkitError, OSError, RuntimeError) as exc:
+            if engine == "onnx":
+                raise ReidkitError(f"--engine onnx: the ONNX export failed: {str(exc).splitlines()[0]}") from exc
+            print(f"reidkit: warning: ONNX export failed ({str(exc).splitlines()[0]}); using PyTorch",
+                  file=sys.stderr)
+            return emb
+    try:
+        onnx_emb = Embedder(device=emb.device, onnx_path=path)
+    except ReidkitError as exc:  # a damaged cache file: export again next time
+        path.unlink(missing_ok=True)
+        if engine == "onnx":
+            raise
+        print(f"reidkit: warning: cached ONNX model unusable ({exc}); using PyTorch", file=sys.stderr)
+        return emb
+    if on_cpu:
+        _set_onnx_threads(onnx_emb, threads)
+    onnx_emb.meta = dict(emb.meta)  # the checkpoint's description, exactly as the PyTorch path writes it
+    return onnx_emb
 
 
 def parse_labels(path: str) -> tuple[int, int]:
@@ -136,13 +253,14 @@ def report_bad(bad: list[str], limit: int = 20) -> None:
 
 
 def embed_dataset(emb: Any, name: str, root: str, batch_size: int = 64, flip: bool = False, workers: int = 4,
-                  progress: bool = True) -> Any:
+                  progress: bool = True, ds: Any = None) -> Any:
     """Embed a dataset's query and gallery with an :class:`reidkit.api.Embedder`; returns
     :class:`reidkit.io_features.DatasetFeatures` (unreadable images are listed on stderr and left out)."""
     from reidkit.data.datasets import load as load_dataset
     from reidkit.io_features import DatasetFeatures
 
-    ds = load_dataset(name, root)
+    if ds is None:
+        ds = load_dataset(name, root)
     parts: dict[str, Any] = {}
     for split in ("query", "gallery"):
         recs = ds.split(split)
@@ -183,7 +301,7 @@ def dataset_features_from_args(args: argparse.Namespace) -> Any:
                            "--root DIR")
     if args.checkpoint and args.onnx:
         raise ReidkitError("give --checkpoint or --onnx, not both")
-    emb = load_embedder(args)
+    emb = select_engine(args, load_embedder(args), None)  # a no-op unless args has --engine
     return embed_dataset(emb, args.dataset, args.root, args.batch_size, args.flip, args.workers, True)
 
 
@@ -197,6 +315,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", metavar="DIR", help="dataset root folder for --dataset")
     parser.add_argument("--out", required=True, metavar="FILE", help="features file to write (.safetensors)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="auto (default: ONNX Runtime on CPU for a dataset or >= "
+                             f"{AUTO_ONNX_MIN_IMAGES} images, exported once to the cache; else PyTorch), "
+                             "torch, onnx, compile (torch.compile)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for PyTorch / ONNX Runtime (default: the free physical cores)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,12 +332,17 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     emb = load_embedder(args)
     if args.dataset:
-        data = embed_dataset(emb, args.dataset, args.root, args.batch_size, args.flip, args.workers, progress)
+        from reidkit.data.datasets import load as load_dataset
+
+        ds = load_dataset(args.dataset, args.root)
+        emb = select_engine(args, emb, len(ds.split("query")) + len(ds.split("gallery")))
+        data = embed_dataset(emb, args.dataset, args.root, args.batch_size, args.flip, args.workers, progress, ds)
         save_dataset_features(args.out, data)
         print(f"wrote {args.out}: {data.query_feats.shape[0]} query and {data.gallery_feats.shape[0]} gallery "
               f"features of size {data.query_feats.shape[1]}")
         return 0
     paths, pids, camids = collect_images(args.images, args.csv)
+    emb = select_engine(args, emb, len(paths))
     feats, kept, bad = emb.embed_paths(paths, args.batch_size, args.flip, args.workers, progress)
     report_bad(bad)
     if not kept:

@@ -1,0 +1,72 @@
+"""Smoke tests: every script in ``benchmarks/`` runs at tiny sizes (``--quick``) and prints its table.
+
+Each script runs in a subprocess from a temporary working folder (so relative default output paths
+land there), with one thread. Nothing here checks a timing: the figures are the scripts' business
+(BENCHMARKS.md); these tests only keep the scripts working. A script without a ``--quick`` flag is
+skipped with a message saying so, and any new script in ``benchmarks/`` is picked up automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+
+# extra arguments after --quick that keep a run short; what each run must print
+EXTRA: dict[str, list[str]] = {
+    "bench_extract.py": ["--threads", "1"],  # eager vs ONNX Runtime (inductor compiles for minutes)
+    "bench_train.py": ["--models", "stadb"],
+}
+EXPECT: dict[str, list[str]] = {
+    "bench_extract.py": ["| stadb | 4 | eager |", "| stadb | 4 | onnx |", "vs eager"],
+    "bench_train.py": ["| stadb |", "data share", "per-image"],
+    "bench_data.py": ["| stadb |", "| mancs |"],
+    "bench_synth.py": ["| render + encode, 1 process |"],
+    "bench_eval.py": ["| quick", "reidkit"],
+}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0",
+               PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    return env
+
+
+def _help(script: str) -> str:
+    out = subprocess.run([sys.executable, str(BENCH / script), "--help"], cwd=REPO, env=_env(),
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, f"{script} --help failed:\n{out.stderr[-2000:]}"
+    return out.stdout
+
+
+def test_every_script_is_listed() -> None:
+    assert {"bench_extract.py", "bench_train.py", "bench_data.py", "bench_synth.py"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_runs_quick(script: str, tmp_path: Path) -> None:
+    if "--quick" not in _help(script):
+        pytest.skip(f"benchmarks/{script} has no --quick flag; cannot smoke-test it at tiny sizes")
+    cmd = [sys.executable, str(BENCH / script), "--quick", *EXTRA.get(script, [])]
+    out = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, check=False,
+                         timeout=600)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    assert "|---" in out.stdout, f"{script} printed no markdown table:\n{out.stdout[-2000:]}"
+    for text in EXPECT.get(script, []):
+        assert text in out.stdout, f"{script}: expected {text!r} in its output:\n{out.stdout[-3000:]}"
+    assert "nan" not in out.stdout.split("|---", 1)[1].lower().replace("n/a", ""), out.stdout[-3000:]
+
+
+def test_bench_train_gpu_options_are_there() -> None:
+    """The GPU run (not measured on the CPU machines) keeps its options: a GPU session only has to run it."""
+    text = _help("bench_train.py")
+    for opt in ("--device", "--amp", "--channels-last", "--compile", "--peak-tflops", "--flops"):
+        assert opt in text
