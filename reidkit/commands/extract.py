@@ -256,6 +256,8 @@ def embed_dataset(emb: Any, name: str, root: str, batch_size: int = 64, flip: bo
                   progress: bool = True, ds: Any = None) -> Any:
     """Embed a dataset's query and gallery with an :class:`reidkit.api.Embedder`; returns
     :class:`reidkit.io_features.DatasetFeatures` (unreadable images are listed on stderr and left out)."""
+    import torch
+
     from reidkit.data.datasets import load as load_dataset
     from reidkit.io_features import DatasetFeatures
 
@@ -270,7 +272,8 @@ def embed_dataset(emb: Any, name: str, root: str, batch_size: int = 64, flip: bo
         report_bad(bad)
         keep = set(kept)
         rows = [r for r in recs if r.path in keep]
-        parts[split] = (feats, [r.pid for r in rows], [r.camid for r in rows], [r.path for r in rows])
+        parts[split] = (feats, torch.tensor([r.pid for r in rows], dtype=torch.int64),
+                        torch.tensor([r.camid for r in rows], dtype=torch.int64), [r.path for r in rows])
     q, g = parts["query"], parts["gallery"]
     return DatasetFeatures(q[0], q[1], q[2], g[0], g[1], g[2], q[3], g[3], emb.meta, {"dataset": name})
 

@@ -57,6 +57,9 @@ def plot_cmc(
                 if r <= n:
                     ax.scatter([r], [ys[r - 1]], s=14, zorder=3)
         ax.set_xlabel("rank")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("matching rate (%)")
         ax.set_ylim(0, 100.5)
         ax.set_title(title)

@@ -127,3 +127,19 @@ def test_report_renders_in_chromium(dataset_feats: Path, tmp_path: Path) -> None
         (np.abs(arr - np.array(GREEN)).sum(2) < 40).sum() > 100
     if os.environ.get("REIDKIT_KEEP_SCREENSHOT"):
         Image.open(shot).save(os.environ["REIDKIT_KEEP_SCREENSHOT"])
+
+
+def test_report_from_checkpoint_and_dataset(stadb_file: Path, synth_root: Path, tmp_path: Path) -> None:
+    """The checkpoint + dataset path embeds the dataset itself and gives the same metrics as evaluate()."""
+    from reidkit.api import load
+    from reidkit.commands.extract import embed_dataset
+    from reidkit.eval import evaluate
+
+    out = tmp_path / "report.html"
+    assert main(["report", "--checkpoint", str(stadb_file), "--dataset", "market1501", "--root", str(synth_root),
+                 "--out", str(out), "--worst", "2"]) == 0
+    page = out.read_text()
+    assert page.count('class="ranklist"') == 2
+    d = embed_dataset(load(stadb_file), "market1501", str(synth_root), progress=False)
+    ref = evaluate(d.query_feats, d.gallery_feats, d.query_pids, d.gallery_pids, d.query_camids, d.gallery_camids)
+    assert f"{100 * ref['mAP']:.2f}%" in page
