@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override applied to every variant")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: a tiny synthetic set in --out, 1 epoch of 2x2 batches at 64x32")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.data, args.ids, args.epochs, args.size, args.p, args.k = str(Path(args.out) / "data"), 8, 1, (64, 32), 2, 2
 
     from reidkit.commands.demo import DEMO_DATA
     from reidkit.data.synthetic import DATASET_FOLDER, generate_dataset
@@ -94,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     existing = Path(args.data) / DATASET_FOLDER
     if existing.is_dir():  # reuse whatever synthetic set is there (e.g. the demo's)
         root = existing
+    elif args.quick:
+        root = generate_dataset(args.data, ids=args.ids, cams=2, seed=0, images_per_id_cam=2, size=(64, 32),
+                                distractors=2, junk=1)
     else:  # the demo's generation settings
         root = generate_dataset(args.data, ids=args.ids, cams=DEMO_DATA["cams"], seed=DEMO_DATA["seed"],
                                 images_per_id_cam=DEMO_DATA["images_per_id_cam"], size=DEMO_DATA["size"],

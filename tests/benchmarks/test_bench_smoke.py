@@ -23,6 +23,7 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"
 EXTRA: dict[str, list[str]] = {
     "bench_extract.py": ["--threads", "1"],  # eager vs ONNX Runtime (inductor compiles for minutes)
     "bench_train.py": ["--models", "stadb"],
+    "ablation_synthetic.py": ["--variants", "baseline,stadb"],
 }
 EXPECT: dict[str, list[str]] = {
     "bench_extract.py": ["| stadb | 4 | eager |", "| stadb | 4 | onnx |", "vs eager"],
@@ -30,6 +31,7 @@ EXPECT: dict[str, list[str]] = {
     "bench_data.py": ["| stadb |", "| mancs |"],
     "bench_synth.py": ["| render + encode, 1 process |"],
     "bench_eval.py": ["| quick", "reidkit"],
+    "ablation_synthetic.py": ["| baseline |", "| stadb |"],
 }
 
 
