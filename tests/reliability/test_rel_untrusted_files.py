@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -125,9 +126,12 @@ def test_resume_refuses_evil_checkpoint(evil, tmp_path):
     shutil.copy(evil.files["torch_ckpt"], run / "checkpoint.pt")
     with pytest.raises(CheckpointError):
         load_checkpoint(run / "checkpoint.pt")
-    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"), pytest.raises(CheckpointError) as info:
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(CheckpointError) as info:
+        warnings.simplefilter("always")
         find_resume_checkpoint(run)
     _one_line(info.value)
+    assert "would run code" in str(info.value) and "checkpoint.pt" in str(info.value)
+    assert not caught, "no checkpoint loads: the error alone speaks (a warning would add lines)"
     assert not evil.fired()
 
 
