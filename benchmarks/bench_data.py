@@ -11,14 +11,13 @@ DataLoader workers), which stays meaningful on a shared, loaded machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import torch
+from _util import cpu_seconds
 
 from reidkit.data.augment import AugmentConfig, TrainAugment
 from reidkit.data.cache import ImageCache, decode_images
@@ -32,16 +31,6 @@ def _train_files(folder: Path) -> tuple[list[str], list[int]]:
     return [str(f) for f in files], [int(f.name.split("_")[0]) for f in files]
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and its live children (DataLoader workers)."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            total += sum(child.cpu_times()[:2])
-    return total
-
-
 def bench_batched(cache: ImageCache, aug: TrainAugment, sampler: PKSampler, device: str) -> tuple[float, float]:
     """(images/s wall, images per CPU-second) of cache.batch + TrainAugment."""
     g = torch.Generator(device=device).manual_seed(0)
@@ -49,13 +38,13 @@ def bench_batched(cache: ImageCache, aug: TrainAugment, sampler: PKSampler, devi
     sampler.set_epoch(1)
     aug(cache.batch(next(iter(sampler)), device), g)  # warm-up
     sampler.set_epoch(0)
-    t, c = time.perf_counter(), _cpu_seconds()
+    t, c = time.perf_counter(), cpu_seconds()
     for idx in sampler:
         x = aug(cache.batch(idx, device), g)
         n += x.shape[0]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return n / (time.perf_counter() - t), n / (_cpu_seconds() - c)
+    return n / (time.perf_counter() - t), n / (cpu_seconds() - c)
 
 
 def bench_per_image(paths: list[str], pids: list[int], cfg: AugmentConfig, sampler: PKSampler,
@@ -65,13 +54,13 @@ def bench_per_image(paths: list[str], pids: list[int], cfg: AugmentConfig, sampl
     it = iter(loader)
     next(it)  # start the workers before timing
     n = 0
-    t, c = time.perf_counter(), _cpu_seconds()
+    t, c = time.perf_counter(), cpu_seconds()
     for x, _y in it:
         x = x.to(device)
         n += x.shape[0]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return n / (time.perf_counter() - t), n / (_cpu_seconds() - c)
+    return n / (time.perf_counter() - t), n / (cpu_seconds() - c)
 
 
 def main() -> None:

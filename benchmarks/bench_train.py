@@ -51,8 +51,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
+from _util import cpu_seconds  # noqa: E402
 
 from reidkit.data.augment import AugmentConfig, TrainAugment  # noqa: E402
 from reidkit.data.per_image import make_loader  # noqa: E402
@@ -66,16 +66,6 @@ MODELS: dict[str, tuple[str, float | None]] = {
     "baseline": ("stadb", None),
 }
 EPOCHS_PROJECTED = 600
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its live children (DataLoader workers)."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            total += sum(child.cpu_times()[:2])
-    return total
 
 
 def write_jpegs(folder: Path, n: int, size: tuple[int, int] = (128, 64)) -> list[Path]:
