@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         print(f"reidkit: error: {exc}", file=sys.stderr)
         return 1
-    if not args.quiet and result.final:
+    if result.final:  # the one result line stays, even with --quiet
         f = result.final
         best = result.best or {}
         print(f"done: {result.run_dir}  mAP {f.get('mAP', float('nan')):.2f}  rank-1 {f.get('rank1', float('nan')):.2f}"
