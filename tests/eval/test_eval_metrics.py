@@ -113,6 +113,7 @@ def test_shape_and_label_errors() -> None:
         evaluate_distmat(np.zeros((2, 2)), [1, 2, 3], [1, 2], [0, 0, 0], [1, 1])
 
 
+@pytest.mark.parametrize("fraction", [0.0, 1.0], ids=["search", "sort"])
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -123,7 +124,18 @@ def test_shape_and_label_errors() -> None:
     ignore_kind=st.sampled_from(["none", "gallery", "pair"]),
     chunk=st.integers(1, 5),
 )
-def test_matches_brute_force_with_ties(seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
+def test_matches_brute_force_with_ties(fraction, seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
+    """Both rank strategies (sort the candidates / search among the matches) equal the brute force."""
+    from reidkit.eval import metrics
+
+    saved, metrics.SORT_FRACTION = metrics.SORT_FRACTION, fraction
+    try:
+        _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk)
+    finally:
+        metrics.SORT_FRACTION = saved
+
+
+def _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
     rng = np.random.default_rng(seed)
     dist = rng.integers(0, levels, (nq, ng)).astype(np.float64)  # many exact ties
     qp, gp = rng.integers(0, 4, nq), rng.integers(0, 4, ng)
