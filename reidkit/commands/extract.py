@@ -50,6 +50,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) 
     group.add_argument("--checkpoint", metavar="PATH",
                        help="model file: training checkpoint .pt, model.safetensors or a run folder")
     group.add_argument("--onnx", metavar="PATH", help="ONNX model written by 'reidkit export'")
+    add_runtime_arguments(parser)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--batch-size``, ``--flip``, ``--workers``: how a model embeds images."""
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image's features")
@@ -285,10 +290,7 @@ def add_dataset_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", metavar="PATH", help="ONNX model (with --dataset and --root)")
     parser.add_argument("--dataset", metavar="NAME", help="dataset name, e.g. market1501")
     parser.add_argument("--root", metavar="DIR", help="dataset root folder")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    parser.add_argument("--flip", action="store_true", help="average with the mirrored image's features")
-    parser.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
+    add_runtime_arguments(parser)
 
 
 def dataset_features_from_args(args: argparse.Namespace) -> Any:
