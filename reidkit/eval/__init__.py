@@ -13,7 +13,7 @@ import torch
 from reidkit.errors import ReidkitError
 from reidkit.eval.cuhk03 import average_cmc, cuhk03_single_shot_cmc, cuhk03_single_shot_cmc_feats, rank_k
 from reidkit.eval.distance import iter_distance_blocks, pairwise_distance
-from reidkit.eval.metrics import check_ap_mode, check_labels, evaluate_blocks, evaluate_distmat
+from reidkit.eval.metrics import all_finite, check_ap_mode, check_labels, evaluate_blocks, evaluate_distmat
 from reidkit.eval.multiquery import group_features, pool_multi_query
 from reidkit.eval.rerank import rerank_blocks, rerank_distance
 from reidkit.eval.search import faiss_available, topk_search
@@ -47,7 +47,7 @@ def check_features(feats: Any, name: str) -> torch.Tensor:
         raise ReidkitError(f"{name}: expected at least one row, got none")
     if not t.is_floating_point():
         raise ReidkitError(f"{name}: expected floating-point features, got dtype {t.dtype}")
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         raise ReidkitError(f"{name}: contains NaN or inf values")
     return t
 

@@ -22,11 +22,11 @@ AP variants (``ap=``):
 mINP (Ye et al., "Deep Learning for Person Re-identification: A Survey and Outlook") is the mean over
 valid queries of ``m / r_m`` (the number of matches over the rank of the hardest match).
 
-Speed: no full sort of the gallery is done. For each query block, only the kept items no farther
-than the query's hardest match can come before a match, so only those are sorted (by distance, then
-gallery index: the same order as a stable argsort of the whole row). For a useful model that is a few
-dozen items per query instead of the whole gallery; the worst case (random features) costs about one
-full sort.
+Speed: no full sort of the gallery is done. A match's rank only needs the number of kept items
+before it. When few kept items lie no farther than a query's hardest match (good features), those
+few are sorted; otherwise every distance of the row goes into a histogram of distance bins and only
+the items sharing a bin with a match are compared with it exactly. Queries are processed in row
+slices small enough for these passes to run in cache.
 """
 
 from __future__ import annotations
@@ -40,8 +40,19 @@ import torch
 from reidkit.errors import ReidkitError
 
 AP_MODES = ("noninterp", "official")
-# sort the candidates when they are at most this share of a block, else search (see match_ranks)
-SORT_FRACTION = 0.05
+# sort the candidates when they are at most about this share of a block, else count them in bins (match_ranks)
+SORT_FRACTION = 0.04
+# bins per row for the histogram strategy (at most), and the share of a block that may need an exact
+# comparison before the sort strategy is used instead (many equal distances)
+MAX_BINS = 16384
+EXACT_FRACTION = 0.25
+# queries are ranked in row slices of about this many distances, so the passes over a slice stay in cache
+SLICE_ELEMENTS = 1 << 21
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True if no element of ``t`` is NaN or infinite (one reduction when they all are)."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def as_labels(x: Any, name: str) -> torch.Tensor:
@@ -135,9 +146,9 @@ def match_ranks(
     A match's rank is 1 + the kept items strictly nearer + the kept items at the same distance with a
     smaller gallery index. Two exact strategies, chosen per block by cost: when few kept items lie
     no farther than each row's hardest match (good features), only those are sorted; otherwise
-    (hard queries, whose last match sits deep in the gallery) every distance is located among the
-    row's sorted matches with one batched ``searchsorted`` and counted with a histogram, which
-    costs the same whatever the ranking. Both give identical ranks (tested against brute force).
+    (hard queries, whose last match sits deep in the gallery) the kept items are counted in a
+    per-row histogram of distance bins and only the items sharing a bin with a match are compared
+    with it (see :func:`_ranks_by_bins`). Both give identical ranks (tested against brute force).
     """
     B = dist.shape[0]
     dev = dist.device
@@ -147,14 +158,18 @@ def match_ranks(
         return torch.zeros((B, 0), dtype=torch.long, device=dev), npos
     hardest = torch.full((B,), float("-inf"), dtype=dist.dtype, device=dev)
     hardest.scatter_reduce_(0, pos_rows, dist[pos_rows, pos_cols], reduce="amax")
+    # the share of items no farther than the row's hardest match, estimated on every 16th column
+    # (it only picks the faster strategy)
+    sample = dist[:, ::16]
+    if int(torch.count_nonzero(sample <= hardest.unsqueeze(1))) > SORT_FRACTION * sample.numel():
+        ranks = _ranks_by_bins(dist, hardest, pos_rows, pos_cols, junk_rows, junk_cols, ignore, npos, M)
+        if ranks is not None:
+            return ranks, npos
     cand = dist <= hardest.unsqueeze(1)
     cand[junk_rows, junk_cols] = False
     if ignore is not None:
         cand &= ~ignore
-    if int(cand.sum()) <= SORT_FRACTION * cand.numel():
-        return _ranks_by_sort(dist, cand, pos_rows, pos_cols, npos, M), npos
-    del cand
-    return _ranks_by_search(dist, pos_rows, pos_cols, junk_rows, junk_cols, ignore, npos, M), npos
+    return _ranks_by_sort(dist, cand, pos_rows, pos_cols, npos, M), npos
 
 
 def _ranks_by_sort(dist: torch.Tensor, cand: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor,
@@ -181,47 +196,70 @@ def _ranks_by_sort(dist: torch.Tensor, cand: torch.Tensor, pos_rows: torch.Tenso
     return ranks
 
 
-def _ranks_by_search(dist: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor, junk_rows: torch.Tensor,
-                     junk_cols: torch.Tensor, ignore: torch.Tensor | None, npos: torch.Tensor, M: int) -> torch.Tensor:
-    """Ranks from locating every kept distance among the row's sorted matches (no sort of the gallery)."""
+def _ranks_by_bins(dist: torch.Tensor, hardest: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor, junk_rows: torch.Tensor,
+                   junk_cols: torch.Tensor, ignore: torch.Tensor | None, npos: torch.Tensor,
+                   M: int) -> torch.Tensor | None:
+    """Ranks from a per-row histogram of distance bins; ``None`` when too many items share a match's bin.
+
+    A distance falls in bin ``trunc(min((d - row_min) * scale, K))`` with ``hardest`` (B,), the row's
+    farthest match, mapped to bin K-1. IEEE subtraction, multiplication by a positive number, ``min``
+    and truncation are each non-decreasing, so an item in a lower bin than a match is strictly nearer
+    and one in a higher bin strictly farther, whatever the rounding. A match's rank is
+    1 + the kept items in lower bins + the kept items of its own bin that precede it, these few
+    compared exactly (distance, then gallery index).
+    """
     B, G = dist.shape
     dev = dist.device
-    inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dev)
-    # kept distances: junk and ignored items moved to +inf, beyond every (finite) match
-    d = dist.clone()
-    d[junk_rows, junk_cols] = inf
+    K = max(2, min(G // 4, MAX_BINS))
+    stride = K + 1  # slot K of each row collects the items that precede no match: junk, ignored, farther
+    # the bins span [row minimum, row's hardest match]; what maps beyond bin K-1 is farther than every match
+    lo = dist.amin(1)
+    span = hardest - lo
+    scale = (K - 1) / span
+    scale = torch.where(torch.isfinite(scale) & (span > 0), scale, torch.zeros_like(scale))
+    key = torch.sub(dist, lo.unsqueeze(1)).mul_(scale.unsqueeze(1)).clamp_(max=K).to(torch.int32)
+    key[junk_rows, junk_cols] = K
     if ignore is not None:
-        d = torch.where(ignore, inf, d)
-    # the matches of each row, padded with +inf, sorted by distance; pairs arrive grouped by row with
-    # gallery indices increasing, so a stable sort orders equal distances by gallery index
-    slot = torch.arange(len(pos_rows), device=dev) - (npos.cumsum(0) - npos)[pos_rows]
-    thr = torch.full((B, M), float("inf"), dtype=dist.dtype, device=dev)
-    idx = torch.full((B, M), G, dtype=torch.long, device=dev)
-    thr[pos_rows, slot] = dist[pos_rows, pos_cols]
-    idx[pos_rows, slot] = pos_cols
-    thr, order = torch.sort(thr, dim=1, stable=True)
-    idx = idx.gather(1, order)
-    # items nearer than the j-th match: #{i : (#matches <= d_i) < j}
-    right = torch.searchsorted(thr, d, right=True)  # B×G, in 0..M
-    hist = torch.bincount((torch.arange(B, device=dev).unsqueeze(1) * (M + 1) + right).reshape(-1),
-                          minlength=B * (M + 1)).view(B, M + 1)
-    ranks = hist.cumsum(1)[:, :M] + 1
-    # exact ties: an item at the same distance as a match and with a smaller gallery index precedes it
-    at = thr.gather(1, (right - 1).clamp(min=0))
-    eq_r, eq_c = ((right > 0) & (d == at)).nonzero(as_tuple=True)
-    if len(eq_r):
-        dv = d[eq_r, eq_c]
-        lo = torch.searchsorted(thr[eq_r], dv.unsqueeze(1), right=False).squeeze(1)
-        hi = right[eq_r, eq_c]
-        n = hi - lo
-        pr = torch.repeat_interleave(eq_r, n)
-        pc = torch.repeat_interleave(eq_c, n)
-        pj = torch.repeat_interleave(lo, n) + torch.arange(len(pr), device=dev) - torch.repeat_interleave(
-            n.cumsum(0) - n, n)
-        before = pc < idx[pr, pj]
-        ranks.index_put_((pr[before], pj[before]), torch.ones_like(pr[before]), accumulate=True)
-    valid = torch.arange(M, device=dev).unsqueeze(0) < npos.unsqueeze(1)
-    return torch.where(valid, ranks, torch.zeros_like(ranks))
+        key.masked_fill_(ignore, K)
+    key += (torch.arange(B, dtype=torch.int32, device=dev) * stride).unsqueeze(1)
+    flat = key.view(-1)
+    hist = torch.bincount(flat, minlength=B * stride)
+    before_slot = hist.cumsum(0) - hist  # items of the block before each (row, bin) slot
+    # the matches, ordered by row, then distance, then gallery index (pairs arrive by row, index increasing)
+    t = dist[pos_rows, pos_cols]
+    o = torch.argsort(t, stable=True)
+    o = o[torch.argsort(pos_rows[o], stable=True)]
+    mr, mc, mt = pos_rows[o], pos_cols[o], t[o]
+    mk = key[mr, mc].long()  # non-decreasing
+    marked = torch.zeros(B * stride, dtype=torch.bool, device=dev)
+    marked[mk] = True
+    share = marked.index_select(0, flat).view(B, G)  # items in a bin that holds a match (matches included)
+    sr, sc = share.nonzero(as_tuple=True)
+    if len(sr) > EXACT_FRACTION * B * G:
+        return None
+    sk, sd = key[sr, sc].long(), dist[sr, sc]
+    del share, flat, key
+    # the matches of an item's bin form the run [jlo, jhi) of the ordered matches; those at or before
+    # the item (distance, then gallery index) are a prefix of it, and the item precedes the rest
+    jlo = torch.searchsorted(mk, sk, right=False)
+    jhi = torch.searchsorted(mk, sk, right=True)
+    P = len(mk)
+    first_after = jlo.clone()
+    for k in range(int((jhi - jlo).max())):
+        j = jlo + k
+        jc = j.clamp(max=P - 1)
+        at_or_before = (mt[jc] < sd) | ((mt[jc] == sd) & (mc[jc] <= sc))
+        first_after += (j < jhi) & at_or_before
+    # +1 for every match in [first_after, jhi): a difference array over the ordered matches
+    diff = torch.zeros(P + 1, dtype=torch.long, device=dev)
+    diff.index_add_(0, first_after, torch.ones_like(first_after))
+    diff.index_add_(0, jhi, torch.full_like(jhi, -1))
+    in_bin = diff.cumsum(0)[:P]
+    in_lower_bins = before_slot[mk] - before_slot[mr * stride]
+    slot = torch.arange(P, device=dev) - (npos.cumsum(0) - npos)[mr]
+    ranks = torch.zeros((B, M), dtype=torch.long, device=dev)
+    ranks[mr, slot] = 1 + in_lower_bins + in_bin
+    return ranks
 
 
 class MetricAccumulator:
@@ -265,19 +303,29 @@ class MetricAccumulator:
 
         ``ignore`` is None, a (G,) or a (B, G) bool mask of gallery items to leave out.
         """
-        if not bool(torch.isfinite(dist.sum())) and not bool(torch.isfinite(dist).all()):
+        if not all_finite(dist):
             raise ReidkitError("distances: expected finite values, found NaN or inf")
         dev = dist.device
         if self.g_order.device != dev:
             self.g_order, self.g_sorted = self.g_order.to(dev), self.g_sorted.to(dev)
             self.g_cams = self.g_cams.to(dev)
         q_pids, q_cams = q_pids.to(dev), q_cams.to(dev)
+        if ignore is not None:
+            ignore = ignore.to(dev)
+            ignore = ignore.unsqueeze(0) if ignore.dim() == 1 else ignore
+        # on CPU, row slices small enough for the passes over them to stay in cache
+        step = max(1, SLICE_ELEMENTS // max(dist.shape[1], 1)) if dev.type == "cpu" else max(dist.shape[0], 1)
+        for s in range(0, dist.shape[0], step):
+            sl = slice(s, s + step)
+            ign = ignore if ignore is None or ignore.shape[0] == 1 else ignore[sl]
+            self._add_slice(dist[sl], q_pids[sl], q_cams[sl], ign)
+
+    def _add_slice(self, dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor,
+                   ign: torch.Tensor | None) -> None:
+        """:meth:`add_block` for a slice of rows (``ign``: None, (1, G) or (B, G) on the device)."""
         rows, cols = same_pid_pairs(q_pids, self.g_order, self.g_sorted)
         junk = q_cams[rows] == self.g_cams[cols]
-        ign = None
-        if ignore is not None:
-            ign = ignore.to(dev)
-            ign = ign.unsqueeze(0) if ign.dim() == 1 else ign
+        if ign is not None:
             pos = ~junk & ~(ign[0, cols] if ign.shape[0] == 1 else ign[rows, cols])
         else:
             pos = ~junk

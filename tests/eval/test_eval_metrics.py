@@ -113,31 +113,47 @@ def test_shape_and_label_errors() -> None:
         evaluate_distmat(np.zeros((2, 2)), [1, 2, 3], [1, 2], [0, 0, 0], [1, 1])
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0], ids=["search", "sort"])
+# module settings that force each rank strategy: sort the candidates; count in bins (fine, and so
+# coarse that many items and matches share a bin), never falling back to sorting
+STRATEGIES = {
+    "sort": {"SORT_FRACTION": 1.0},
+    "bins": {"SORT_FRACTION": 0.0, "EXACT_FRACTION": 1.0},
+    "coarse-bins": {"SORT_FRACTION": 0.0, "EXACT_FRACTION": 1.0, "MAX_BINS": 2},
+    "small-slices": {"SLICE_ELEMENTS": 7},
+}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     nq=st.integers(1, 12),
     ng=st.integers(1, 40),
-    levels=st.integers(2, 6),
+    levels=st.sampled_from([2, 3, 6, 0]),
     ap=st.sampled_from(["noninterp", "official"]),
     ignore_kind=st.sampled_from(["none", "gallery", "pair"]),
     chunk=st.integers(1, 5),
 )
-def test_matches_brute_force_with_ties(fraction, seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
-    """Both rank strategies (sort the candidates / search among the matches) equal the brute force."""
+def test_matches_brute_force_with_ties(strategy, seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
+    """Every rank strategy equals the brute force, with many exact ties (levels > 0) or none (0)."""
     from reidkit.eval import metrics
 
-    saved, metrics.SORT_FRACTION = metrics.SORT_FRACTION, fraction
+    saved = {name: getattr(metrics, name) for name in STRATEGIES[strategy]}
     try:
+        for name, value in STRATEGIES[strategy].items():
+            setattr(metrics, name, value)
         _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk)
     finally:
-        metrics.SORT_FRACTION = saved
+        for name, value in saved.items():
+            setattr(metrics, name, value)
 
 
 def _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
     rng = np.random.default_rng(seed)
-    dist = rng.integers(0, levels, (nq, ng)).astype(np.float64)  # many exact ties
+    if levels:
+        dist = rng.integers(0, levels, (nq, ng)).astype(np.float64)  # many exact ties
+    else:
+        dist = rng.random((nq, ng)).astype(np.float32)
     qp, gp = rng.integers(0, 4, nq), rng.integers(0, 4, ng)
     qc, gc = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
     ignore = None

@@ -43,6 +43,33 @@ def test_distance_blocks_are_bounded_and_cover_rows() -> None:
         pairwise_distance(q, g, "manhattan")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matmul_through_numpy_equals_torch(dtype: torch.dtype) -> None:
+    from reidkit.eval.distance import matmul_t
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(9, 6, generator=g, dtype=dtype), torch.randn(13, 6, generator=g, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(matmul_t(a, b), a @ b.t(), atol=tol, rtol=tol)
+    # non-contiguous operands (a transposed copy's view, every other row)
+    at, bs = a.t().contiguous().t(), torch.randn(26, 6, generator=g, dtype=dtype)[::2]
+    torch.testing.assert_close(matmul_t(at, bs), at @ bs.t(), atol=tol, rtol=tol)
+    # operands that need gradients stay in autograd
+    w = a.clone().requires_grad_(True)
+    matmul_t(w, b).sum().backward()
+    torch.testing.assert_close(w.grad, b.sum(0).expand_as(a), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "sqeuclidean"])
+def test_distance_slices_do_not_change_values(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reidkit.eval import distance
+
+    q, g = torch.randn(11, 5, dtype=torch.float64), torch.randn(17, 5, dtype=torch.float64)
+    whole = pairwise_distance(q, g, metric, chunk_size=None)
+    monkeypatch.setattr(distance, "SLICE_ELEMENTS", 20)  # one row per slice
+    torch.testing.assert_close(pairwise_distance(q, g, metric, chunk_size=4), whole, atol=0, rtol=0)
+
+
 def _problem(seed: int, Q: int, G: int, D: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((Q, D)).astype(np.float32), rng.standard_normal((G, D)).astype(np.float32)
