@@ -17,7 +17,8 @@ augmented) and *compute* (forward, the model's ``compute_losses``, backward, opt
 same sequence as ``reidkit.engine.trainer.Trainer``). The data share is data / (data + compute).
 Images per CPU-second (this process and its DataLoader workers, ``psutil``) are printed beside the
 wall-clock rates because the machines are shared. Time per epoch is *extrapolated*: mean step time
-× steps per epoch (12,936 // 128 = 101), not measured over a whole epoch.
+× steps per epoch, not measured over a whole epoch. An epoch is what the papers count (and what
+``PKSampler`` yields): every identity once, ⌊751 / 32⌋ = 23 batches of 128 on Market-1501.
 
 GPU (run it on a machine with one)::
 
@@ -25,7 +26,7 @@ GPU (run it on a machine with one)::
 
 adds ``torch.cuda.max_memory_allocated``, the FLOPs of one training step (forward + backward,
 ``torch.utils.flop_counter.FlopCounterMode`` on the eager model), MFU = FLOPs per step / step time /
-peak, and the projected wall time of 600 epochs × 12,936 images. On CPU, ``--flops`` counts FLOPs too.
+peak, and the projected wall time of STADB's 600-epoch schedule (600 × 23 steps). On CPU, ``--flops`` counts FLOPs too.
 
 Usage::
 
@@ -256,7 +257,7 @@ def row(r: dict[str, Any], args: argparse.Namespace) -> str:
     if args.device_obj.type == "cuda" or args.flops:
         gflop = r["flops"] / 1e9
         mfu = (r["flops"] / c["step_s"] / (args.peak_tflops * 1e12)) if args.peak_tflops else float("nan")
-        proj = EPOCHS_PROJECTED * args.n_images / c["img_s"]
+        proj = EPOCHS_PROJECTED * c["epoch_s"]
         cells += [f"{gflop:.1f}", f"{100 * mfu:.1f}%" if mfu == mfu else "n/a", f"{r['peak_gb']:.1f}"
                   if r["peak_gb"] == r["peak_gb"] else "n/a", fmt_time(proj), f"{r['compile_s']:.0f} s"
                   if args.compile else "-"]
@@ -309,7 +310,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     args.device_obj = device
-    args.n_images = args.images
 
     pids = [i * args.ids // args.images for i in range(args.images)]  # 751 ids, 17-18 images each
     g = torch.Generator().manual_seed(0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,10 @@ def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 failure, 2 user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # numpy's OpenBLAS (distance matrices on CPU) reads this when it loads: its idle threads then sleep
+    # at once instead of spinning ~0.1 s after every product, taking cores from the torch work that
+    # follows (BENCHMARKS.md, evaluation)
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:
         top.parse_args(argv)  # prints help/version or an "invalid choice" error

@@ -12,8 +12,8 @@ import torch
 
 from reidkit.errors import ReidkitError
 from reidkit.eval.cuhk03 import average_cmc, cuhk03_single_shot_cmc, cuhk03_single_shot_cmc_feats, rank_k
-from reidkit.eval.distance import iter_distance_blocks, pairwise_distance
-from reidkit.eval.metrics import all_finite, check_ap_mode, check_labels, evaluate_blocks, evaluate_distmat
+from reidkit.eval.distance import all_finite, iter_distance_blocks, pairwise_distance
+from reidkit.eval.metrics import check_ap_mode, check_labels, evaluate_blocks, evaluate_distmat
 from reidkit.eval.multiquery import group_features, pool_multi_query
 from reidkit.eval.rerank import rerank_blocks, rerank_distance
 from reidkit.eval.search import faiss_available, topk_search
@@ -68,7 +68,7 @@ def evaluate(
     ap: str = "noninterp",
     max_rank: int = 50,
     ignore: Any = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     per_query: bool = False,
 ) -> dict[str, Any]:
     """mAP, CMC (length ``max_rank``), mINP under the Market-1501 protocol, from features.
@@ -76,7 +76,8 @@ def evaluate(
     Returns ``{"mAP", "mINP", "cmc", "num_valid_queries", "num_queries"}`` (fractions in [0, 1]; with
     ``per_query`` also ``"ap_per_query"``, NaN for skipped queries). ``rerank`` applies k-reciprocal
     re-ranking (k1, k2, lambda_value) first; ``ignore`` is a bool mask (G,) or (Q, G) of gallery items
-    to leave out of the ranking (e.g. pid -1 junk).
+    to leave out of the ranking (e.g. pid -1 junk). ``chunk_size`` query rows are ranked at a time
+    (default: blocks of about 64M distances, see :func:`reidkit.eval.distance.block_rows`).
     """
     q = check_features(query_feats, "query features")
     g = check_features(gallery_feats, "gallery features")
@@ -90,7 +91,7 @@ def evaluate(
     check_ap_mode(ap)
     if rerank:
         blocks = rerank_blocks(q, g, metric=metric, k1=k1, k2=k2, lambda_value=lambda_value,
-                               block_size=min(chunk_size, 512))
+                               block_size=min(chunk_size or 512, 512))
     else:
         # squared Euclidean ranks exactly like Euclidean and skips the square root
         blocks = iter_distance_blocks(q, g, "sqeuclidean" if metric == "euclidean" else metric, chunk_size)

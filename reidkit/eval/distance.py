@@ -22,9 +22,25 @@ import torch.nn.functional as F
 from reidkit.errors import ReidkitError
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
-DEFAULT_CHUNK = 1024
+# query rows per distance block by default: about this many distances (256 MB in float32); few, large
+# matrix products (each product on CPU leaves BLAS threads spinning for a while after it)
+BLOCK_ELEMENTS = 1 << 26
 # element-wise work goes over row slices of about this many distances (they stay in cache)
 SLICE_ELEMENTS = 1 << 21
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True if no element of ``t`` is NaN or infinite (one reduction when they all are)."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def block_rows(num_cols: int, chunk_size: int | None = None) -> int:
+    """Rows per block: ``chunk_size`` if given, else about :data:`BLOCK_ELEMENTS` / ``num_cols``."""
+    if chunk_size is None:
+        return max(1, BLOCK_ELEMENTS // max(num_cols, 1))
+    if chunk_size < 1:
+        raise ReidkitError(f"chunk_size: expected a positive integer, got {chunk_size}")
+    return chunk_size
 
 
 def check_metric(metric: str) -> str:
@@ -106,15 +122,17 @@ def iter_distance_blocks(
     query: torch.Tensor,
     gallery: torch.Tensor,
     metric: str = "euclidean",
-    chunk_size: int = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield ``(row_slice, block)`` with ``block = distance(query[row_slice], gallery)``, chunk_size rows at a time."""
-    if chunk_size < 1:
-        raise ReidkitError(f"chunk_size: expected a positive integer, got {chunk_size}")
+    """Yield ``(row_slice, block)`` with ``block = distance(query[row_slice], gallery)``.
+
+    ``chunk_size`` rows at a time (``None``: see :func:`block_rows`).
+    """
+    step = block_rows(len(gallery), chunk_size)
     q, g = prepare(query, gallery, metric)
     g_sq = (g * g).sum(1) if metric != "cosine" else None
-    for start in range(0, q.shape[0], chunk_size):
-        sl = slice(start, min(start + chunk_size, q.shape[0]))
+    for start in range(0, q.shape[0], step):
+        sl = slice(start, min(start + step, q.shape[0]))
         yield sl, distance_block(q[sl], g, metric, g_sq)
 
 
@@ -122,12 +140,12 @@ def pairwise_distance(
     query: torch.Tensor,
     gallery: torch.Tensor,
     metric: str = "euclidean",
-    chunk_size: int | None = DEFAULT_CHUNK,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """The full Q×G distance matrix, filled ``chunk_size`` query rows at a time (``None``: one block)."""
+    """The full Q×G distance matrix, filled ``chunk_size`` query rows at a time (``None``: see :func:`block_rows`)."""
+    step = block_rows(len(gallery), chunk_size)
     q, g = prepare(query, gallery, metric)
     out = torch.empty((q.shape[0], g.shape[0]), dtype=q.dtype, device=q.device)
-    step = chunk_size or max(q.shape[0], 1)
     g_sq = (g * g).sum(1) if metric != "cosine" else None
     for start in range(0, q.shape[0], step):
         sl = slice(start, min(start + step, q.shape[0]))

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from reidkit.errors import ReidkitError
+from reidkit.eval.distance import all_finite
 
 AP_MODES = ("noninterp", "official")
 # sort the candidates when they are at most about this share of a block, else count them in bins (match_ranks)
@@ -48,11 +49,6 @@ MAX_BINS = 16384
 EXACT_FRACTION = 0.25
 # queries are ranked in row slices of about this many distances, so the passes over a slice stay in cache
 SLICE_ELEMENTS = 1 << 21
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """True if no element of ``t`` is NaN or infinite (one reduction when they all are)."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def as_labels(x: Any, name: str) -> torch.Tensor:

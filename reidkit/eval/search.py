@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from reidkit.errors import ReidkitError
-from reidkit.eval.distance import as_float_features, check_metric, distance_block, prepare
+from reidkit.eval.distance import (
+    all_finite,
+    as_float_features,
+    block_rows,
+    check_metric,
+    distance_block,
+    prepare,
+)
 
 
 def faiss_available() -> bool:
@@ -80,7 +87,7 @@ def topk_search(
     metric: str = "euclidean",
     use_faiss: bool | None = None,
     approximate: bool | str = False,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     nlist: int | None = None,
     nprobe: int = 16,
     hnsw_m: int = 32,
@@ -98,7 +105,7 @@ def topk_search(
     q, g = prepare(query, gallery, metric)
     if q.shape[0] == 0 or g.shape[0] == 0:
         raise ReidkitError("search: expected non-empty query and gallery features")
-    if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(g).all())):
+    if not (all_finite(q) and all_finite(g)):
         raise ReidkitError("search: features contain NaN or inf")
     if k < 1:
         raise ReidkitError(f"k: expected a positive integer, got {k}")
@@ -113,4 +120,4 @@ def topk_search(
     if use_faiss:
         return _faiss_topk(q, g, k, metric, "ivf" if approximate is True else approximate,
                            nlist, nprobe, hnsw_m)
-    return _torch_topk(as_float_features(q), g, k, metric, chunk_size)
+    return _torch_topk(as_float_features(q), g, k, metric, block_rows(g.shape[0], chunk_size))
