@@ -22,6 +22,15 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Market-1501-layout synthetic dataset: 8 ids (4 train, 4 test), 2 cameras, 64×32 crops (read only)."""
+    from reidkit.data.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    return generate_dataset(out, ids=8, cams=2, seed=0, images_per_id_cam=2, distractors=2, junk=1, size=(64, 32))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads() -> None:
     import torch

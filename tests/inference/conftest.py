@@ -49,15 +49,6 @@ def train_model() -> object:
 
 
 @pytest.fixture(scope="session")
-def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Market-1501-layout synthetic dataset: 8 ids (4 train, 4 test), 2 cameras, 64×32 crops."""
-    from reidkit.data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("synth")
-    return generate_dataset(out, ids=8, cams=2, seed=0, images_per_id_cam=2, distractors=2, junk=1, size=SIZE)
-
-
-@pytest.fixture(scope="session")
 def stadb_model(synth_root: Path) -> torch.nn.Module:
     """A briefly trained STADB (resnet18, 64×32)."""
     return train_briefly("stadb", synth_root)

@@ -104,15 +104,6 @@ def child_env() -> Callable[..., dict[str, str]]:
 
 # ----------------------------------------------------------------------------------------- data, model
 @pytest.fixture(scope="session")
-def rel_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Market-1501-layout synthetic dataset: 8 ids (4 train, 4 test), 2 cameras, 64×32 crops."""
-    from reidkit.data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("rel_synth")
-    return generate_dataset(out, ids=8, cams=2, seed=0, images_per_id_cam=2, distractors=2, junk=1, size=SIZE)
-
-
-@pytest.fixture(scope="session")
 def rel_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``model.safetensors`` of an untrained ResNet-18 baseline at 64×32 (4 classes)."""
     import torch
@@ -127,13 +118,13 @@ def rel_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rel_index(rel_weights: Path, rel_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rel_index(rel_weights: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small gallery index folder built with the library (no subprocess)."""
     import reidkit
     from reidkit.index import Gallery
 
     emb = reidkit.load(rel_weights, device="cpu")
-    paths = sorted(str(p) for p in (rel_synth / "bounding_box_test").glob("*.jpg"))[:6]
+    paths = sorted(str(p) for p in (synth_root / "bounding_box_test").glob("*.jpg"))[:6]
     feats, kept, bad = emb.embed_paths(paths, workers=0)
     assert not bad
     g = Gallery(emb.embedding_dim, model_meta=dict(emb.meta, source=str(rel_weights), flip=False))

@@ -18,13 +18,13 @@ KILL_AT = 2  # run D is SIGKILLed right after its 2nd step (mid-epoch), then res
 
 
 @pytest.fixture(scope="module")
-def runs(rel_synth, tmp_path_factory, make_config, child_env):
+def runs(synth_root, tmp_path_factory, make_config, child_env):
     """Runs A, B (seed 0), C (seed 1) and D (seed 0, killed mid-epoch then resumed) of one tiny config
     (3 steps, a checkpoint after every step), trained concurrently in subprocesses."""
     tmp = tmp_path_factory.mktemp("determinism")
     procs, cfgs = {}, {}
     for name, seed in (("A", 0), ("B", 0), ("C", 1), ("D", 0)):
-        cfgs[name] = make_config(tmp / f"{name}.yaml", rel_synth, tmp / name,
+        cfgs[name] = make_config(tmp / f"{name}.yaml", synth_root, tmp / name,
                                  train={"seed": seed, "epochs": 1, "save_every_steps": 1})
         env = child_env({"REIDKIT_DEBUG_KILL_AT_STEP": str(KILL_AT)} if name == "D" else None)
         procs[name] = subprocess.Popen([sys.executable, "-m", "reidkit", "train", "--config", str(cfgs[name]),

@@ -154,14 +154,14 @@ def test_resume_picks_newest_good_checkpoint(tmp_path):
 
 
 # --------------------------------------------------------------------------------------- reidkit train
-def test_train_killed_during_checkpoint_write_resumes(rel_synth, tmp_path, child_env, make_config, cli):
+def test_train_killed_during_checkpoint_write_resumes(synth_root, tmp_path, child_env, make_config, cli):
     """SIGKILL while 'reidkit train' writes checkpoint.pt; what is left loads and --resume finishes."""
     from reidkit.engine.checkpoint import find_resume_checkpoint, load_checkpoint
     from reidkit.models.io import load_model
 
     rng = random.Random(SEED)
     run = tmp_path / "run"
-    cfg = make_config(tmp_path / "tiny.yaml", rel_synth, run, sampler={"num_batches": 3},
+    cfg = make_config(tmp_path / "tiny.yaml", synth_root, run, sampler={"num_batches": 3},
                       train={"epochs": 2, "save_every_steps": 1, "eval_every": 2})
     proc = subprocess.Popen([sys.executable, "-m", "reidkit", "train", "--config", str(cfg), "--quiet"],
                             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -197,13 +197,13 @@ def _images(root: Path) -> Path:
     return root / "bounding_box_test"
 
 
-def test_extract_killed_leaves_old_or_new_features(rel_synth, rel_weights, tmp_path, cli, child_env):
+def test_extract_killed_leaves_old_or_new_features(synth_root, rel_weights, tmp_path, cli, child_env):
     """'reidkit extract' rewriting a features file, SIGKILLed twice at random: the file is always whole."""
     from reidkit.io_features import read_folder_features
 
     out = tmp_path / "out" / "feats.safetensors"
     args = [sys.executable, "-m", "reidkit", "extract", "--checkpoint", str(rel_weights), "--images",
-            str(_images(rel_synth)), "--out", str(out), "--device", "cpu", "--workers", "0", "--no-progress"]
+            str(_images(synth_root)), "--out", str(out), "--device", "cpu", "--workers", "0", "--no-progress"]
     t0 = time.monotonic()
     first = subprocess.run(args, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
     span = time.monotonic() - t0
@@ -224,7 +224,7 @@ def test_extract_killed_leaves_old_or_new_features(rel_synth, rel_weights, tmp_p
         assert torch.isfinite(ff.feats).all()
 
 
-def test_index_add_killed_leaves_a_whole_index(rel_index, rel_synth, tmp_path, cli, child_env):
+def test_index_add_killed_leaves_a_whole_index(rel_index, synth_root, tmp_path, cli, child_env):
     """'reidkit index add' SIGKILLed twice at random: the index loads (old or new), and a later add works."""
     import shutil
 
@@ -233,7 +233,7 @@ def test_index_add_killed_leaves_a_whole_index(rel_index, rel_synth, tmp_path, c
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)
     n_old = len(Gallery.load(idx))
-    new_imgs = rel_synth / "query"
+    new_imgs = synth_root / "query"
     n_new = n_old + len(list(new_imgs.glob("*.jpg")))
     args = [sys.executable, "-m", "reidkit", "index", "add", str(idx), "--images", str(new_imgs), "--device",
             "cpu", "--workers", "0", "--no-progress"]

@@ -113,7 +113,7 @@ def test_cli_eval_refuses_nan_features(nan_features_file, cli, one_line_error, c
     assert res.stdout.strip() == ""  # no metrics printed
 
 
-def test_cli_search_refuses_nan_index(rel_index, rel_synth, tmp_path, cli_inproc):
+def test_cli_search_refuses_nan_index(rel_index, synth_root, tmp_path, cli_inproc):
     import shutil
 
     from reidkit.io_features import load_tensors, save_tensors
@@ -124,7 +124,7 @@ def test_cli_search_refuses_nan_index(rel_index, rel_synth, tmp_path, cli_inproc
     tensors, _ = load_tensors(idx / name)
     tensors["embeddings"][0, :] = float("inf")
     save_tensors(idx / name, tensors)
-    q = sorted((rel_synth / "query").glob("*.jpg"))[0]
+    q = sorted((synth_root / "query").glob("*.jpg"))[0]
     res = cli_inproc(["search", str(idx), "--query", str(q), "--device", "cpu", "--workers", "0"])
     assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
     assert "results" not in res.stdout
@@ -134,12 +134,12 @@ def test_cli_search_refuses_nan_index(rel_index, rel_synth, tmp_path, cli_inproc
 NAN_STEP = 3  # global step (0-based) whose first loss term is made NaN: epoch 2, its 2nd batch (2 a epoch)
 
 
-def test_train_nan_loss_stops_keeps_checkpoint_and_resumes(rel_synth, tmp_path, cli, make_config):
+def test_train_nan_loss_stops_keeps_checkpoint_and_resumes(synth_root, tmp_path, cli, make_config):
     from reidkit.engine.checkpoint import load_checkpoint
     from reidkit.models.io import load_model
 
     run = tmp_path / "run"
-    cfg = make_config(tmp_path / "tiny.yaml", rel_synth, run, sampler={"num_batches": 2},
+    cfg = make_config(tmp_path / "tiny.yaml", synth_root, run, sampler={"num_batches": 2},
                       train={"epochs": 2, "save_every_steps": 1, "eval_every": 2})
     res = cli(["train", "--config", str(cfg), "--quiet"], env={"REIDKIT_DEBUG_NAN_AT_STEP": str(NAN_STEP)},
               timeout=400)

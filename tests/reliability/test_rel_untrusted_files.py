@@ -195,9 +195,9 @@ SUBPROCESS_CLI_CASES = [
 
 
 @pytest.mark.parametrize("case", ALL_CLI_CASES)
-def test_cli_refuses_code_inprocess(case, cli_evil, rel_synth, rel_index, tmp_path, cli_inproc):
+def test_cli_refuses_code_inprocess(case, cli_evil, synth_root, rel_index, tmp_path, cli_inproc):
     """reidkit.cli.main on every command that reads a model or features file: exit 2, one error line."""
-    args = _cli_cases(cli_evil, rel_synth, rel_index, tmp_path)[case]
+    args = _cli_cases(cli_evil, synth_root, rel_index, tmp_path)[case]
     res = cli_inproc(args)
     assert res.returncode == 2, res.stderr
     assert len(res.error_lines()) == 1, res.stderr
@@ -206,9 +206,9 @@ def test_cli_refuses_code_inprocess(case, cli_evil, rel_synth, rel_index, tmp_pa
 
 
 @pytest.mark.parametrize("case", SUBPROCESS_CLI_CASES)
-def test_cli_refuses_code_subprocess(case, cli_evil, rel_synth, rel_index, tmp_path, cli, one_line_error):
+def test_cli_refuses_code_subprocess(case, cli_evil, synth_root, rel_index, tmp_path, cli, one_line_error):
     """The real command in a subprocess: exit 2, stderr exactly one 'reidkit: error:' line, no traceback."""
-    args = _cli_cases(cli_evil, rel_synth, rel_index, tmp_path)[case]
+    args = _cli_cases(cli_evil, synth_root, rel_index, tmp_path)[case]
     res = cli(args, timeout=180)
     one_line_error(res)
     assert not cli_evil.fired(), f"{case}: the planted file ran code"
@@ -234,7 +234,7 @@ def test_error_messages_never_advise_unsafe_loading(evil, loader):
     assert not evil.fired()
 
 
-def test_cli_index_add_refuses_evil_recorded_model(evil, rel_index, rel_synth, tmp_path, cli, one_line_error,
+def test_cli_index_add_refuses_evil_recorded_model(evil, rel_index, synth_root, tmp_path, cli, one_line_error,
                                                    cli_inproc):
     """An index whose manifest names a planted model file: 'index add' and 'search' refuse to load it."""
     idx = tmp_path / "index"
@@ -243,21 +243,21 @@ def test_cli_index_add_refuses_evil_recorded_model(evil, rel_index, rel_synth, t
     manifest["model"]["source"] = str(evil.files["torch_ckpt"])
     (idx / "manifest.json").write_text(json.dumps(manifest))
     before = sorted(p.name for p in idx.iterdir())
-    res = cli_inproc(["index", "add", str(idx), "--images", str(rel_synth / "query"), "--device", "cpu",
+    res = cli_inproc(["index", "add", str(idx), "--images", str(synth_root / "query"), "--device", "cpu",
                       "--no-progress"])
     assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
-    res = cli(["search", str(idx), "--query", str(rel_synth / "query"), "--device", "cpu"], timeout=180)
+    res = cli(["search", str(idx), "--query", str(synth_root / "query"), "--device", "cpu"], timeout=180)
     one_line_error(res)
     assert not evil.fired()
     assert sorted(p.name for p in idx.iterdir()) == before
 
 
-def test_cli_train_resume_refuses_evil_checkpoint(evil, rel_synth, tmp_path, cli, one_line_error, make_config):
+def test_cli_train_resume_refuses_evil_checkpoint(evil, synth_root, tmp_path, cli, one_line_error, make_config):
     """'reidkit train --resume' with a planted checkpoint.pt: exit 2, one error line, nothing runs."""
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(evil.files["torch_ckpt"], run / "checkpoint.pt")
-    cfg = make_config(tmp_path / "tiny.yaml", rel_synth, run)
+    cfg = make_config(tmp_path / "tiny.yaml", synth_root, run)
     res = cli(["train", "--config", str(cfg), "--resume", "--quiet"], timeout=240)
     line = one_line_error(res, "checkpoint")
     assert "no loadable checkpoint" in line or "checkpoint.pt" in line
@@ -265,9 +265,9 @@ def test_cli_train_resume_refuses_evil_checkpoint(evil, rel_synth, tmp_path, cli
     assert not (run / "model.safetensors").exists()
 
 
-def test_cli_train_pretrained_refuses_code(evil, rel_synth, tmp_path, cli, one_line_error, make_config):
+def test_cli_train_pretrained_refuses_code(evil, synth_root, tmp_path, cli, one_line_error, make_config):
     """model.options.pretrained pointing at a planted .pth: exit 2 before any training."""
-    cfg = make_config(tmp_path / "tiny.yaml", rel_synth, tmp_path / "run",
+    cfg = make_config(tmp_path / "tiny.yaml", synth_root, tmp_path / "run",
                       model={"name": "baseline", "options": {"backbone": "resnet18",
                                                              "pretrained": str(evil.files["torch_pth"])}})
     res = cli(["train", "--config", str(cfg), "--quiet"], timeout=240)
