@@ -12,6 +12,7 @@ with one line naming the key and the file (or ``--set``) it came from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -289,6 +290,8 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
+    if tp is float:
+        return "a finite number"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -345,15 +348,16 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
+    if tp is float:  # a finite number: no setting means anything with inf or nan
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise _Mismatch
+        try:
+            number = float(value)  # YAML 1.1 reads "3e-4" as a string
+        except ValueError:
+            raise _Mismatch from None
+        if not math.isfinite(number):
+            raise _Mismatch
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -86,6 +86,10 @@ def test_wrong_type_names_key_and_file(tmp_path: Path) -> None:
         load_config(REPO / "configs" / "stadb_market1501.yaml", ["train.amp=fp8"])
     with pytest.raises(ConfigError, match=r"sampler\.p"):
         load_config(None, ["sampler.p=0"])
+    for value in ("inf", "-.inf", "nan", ".NaN"):  # strings and YAML floats alike
+        with pytest.raises(ConfigError, match=r"'optim.lr' must be a finite number"):
+            load_config(None, [f"optim.lr={value}"])
+    assert load_config(None, ["optim.lr=3e-4", "optim.grad_clip=5"]).optim.grad_clip == 5.0
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["optim.lr"])
     with pytest.raises(ConfigError, match="augment"):
