@@ -25,13 +25,20 @@ METRICS = ("euclidean", "sqeuclidean", "cosine")
 # query rows per distance block by default: about this many distances (256 MB in float32); few, large
 # matrix products (each product on CPU leaves BLAS threads spinning for a while after it)
 BLOCK_ELEMENTS = 1 << 26
-# element-wise work goes over row slices of about this many distances (they stay in cache)
+# on CPU, element-wise work and ranking go over row slices of about this many distances (they stay in cache)
 SLICE_ELEMENTS = 1 << 21
 
 
 def all_finite(t: torch.Tensor) -> bool:
     """True if no element of ``t`` is NaN or infinite (one reduction when they all are)."""
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def slice_rows(block: torch.Tensor) -> int:
+    """Rows per cache-sized slice of a B×G ``block`` (:data:`SLICE_ELEMENTS` on CPU; the whole block elsewhere)."""
+    if block.device.type != "cpu":
+        return max(block.shape[0], 1)
+    return max(1, SLICE_ELEMENTS // max(block.shape[1], 1))
 
 
 def block_rows(num_cols: int, chunk_size: int | None = None) -> int:
@@ -106,7 +113,7 @@ def distance_block(
         g_sqnorm = (g * g).sum(1)
     q_sq = (q * q).sum(1, keepdim=True) if metric != "cosine" else None
     # the element-wise passes go over cache-sized row slices of the block
-    step = max(1, SLICE_ELEMENTS // max(d.shape[1], 1)) if d.device.type == "cpu" else max(d.shape[0], 1)
+    step = slice_rows(d)
     for start in range(0, d.shape[0], step):
         part = d[start : start + step]
         if q_sq is None:

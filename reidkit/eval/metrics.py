@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from reidkit.errors import ReidkitError
-from reidkit.eval.distance import all_finite
+from reidkit.eval.distance import all_finite, slice_rows
 
 AP_MODES = ("noninterp", "official")
 # sort the candidates when they are at most about this share of a block, else count them in bins (match_ranks)
@@ -47,8 +47,6 @@ SORT_FRACTION = 0.04
 # comparison before the sort strategy is used instead (many equal distances)
 MAX_BINS = 16384
 EXACT_FRACTION = 0.25
-# queries are ranked in row slices of about this many distances, so the passes over a slice stay in cache
-SLICE_ELEMENTS = 1 << 21
 
 
 def as_labels(x: Any, name: str) -> torch.Tensor:
@@ -309,8 +307,7 @@ class MetricAccumulator:
         if ignore is not None:
             ignore = ignore.to(dev)
             ignore = ignore.unsqueeze(0) if ignore.dim() == 1 else ignore
-        # on CPU, row slices small enough for the passes over them to stay in cache
-        step = max(1, SLICE_ELEMENTS // max(dist.shape[1], 1)) if dev.type == "cpu" else max(dist.shape[0], 1)
+        step = slice_rows(dist)  # cache-sized on CPU
         for s in range(0, dist.shape[0], step):
             sl = slice(s, s + step)
             ign = ignore if ignore is None or ignore.shape[0] == 1 else ignore[sl]

@@ -116,10 +116,11 @@ def test_shape_and_label_errors() -> None:
 # module settings that force each rank strategy: sort the candidates; count in bins (fine, and so
 # coarse that many items and matches share a bin), never falling back to sorting
 STRATEGIES = {
-    "sort": {"SORT_FRACTION": 1.0},
-    "bins": {"SORT_FRACTION": 0.0, "EXACT_FRACTION": 1.0},
-    "coarse-bins": {"SORT_FRACTION": 0.0, "EXACT_FRACTION": 1.0, "MAX_BINS": 2},
-    "small-slices": {"SLICE_ELEMENTS": 7},
+    "sort": [("metrics", "SORT_FRACTION", 1.0)],
+    "bins": [("metrics", "SORT_FRACTION", 0.0), ("metrics", "EXACT_FRACTION", 1.0)],
+    "coarse-bins": [("metrics", "SORT_FRACTION", 0.0), ("metrics", "EXACT_FRACTION", 1.0),
+                    ("metrics", "MAX_BINS", 2)],
+    "small-slices": [("distance", "SLICE_ELEMENTS", 7)],
 }
 
 
@@ -136,16 +137,17 @@ STRATEGIES = {
 )
 def test_matches_brute_force_with_ties(strategy, seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
     """Every rank strategy equals the brute force, with many exact ties (levels > 0) or none (0)."""
-    from reidkit.eval import metrics
+    from reidkit.eval import distance, metrics
 
-    saved = {name: getattr(metrics, name) for name in STRATEGIES[strategy]}
+    modules = {"metrics": metrics, "distance": distance}
+    saved = [(modules[mod], name, getattr(modules[mod], name)) for mod, name, _ in STRATEGIES[strategy]]
     try:
-        for name, value in STRATEGIES[strategy].items():
-            setattr(metrics, name, value)
+        for mod, name, value in STRATEGIES[strategy]:
+            setattr(modules[mod], name, value)
         _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk)
     finally:
-        for name, value in saved.items():
-            setattr(metrics, name, value)
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
