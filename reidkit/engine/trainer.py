@@ -403,6 +403,7 @@ class Trainer:
             lr = self.schedule.apply(self.optimizer, epoch)
             n_batches = len(self.sampler)
             sums: dict[str, float] = {}
+            diag_sums: dict[str, list[float]] = {}  # name -> [sum, steps that reported it]
             steps = 0
             images = 0
             data_wait = 0.0
@@ -458,6 +459,10 @@ class Trainer:
                 values["loss"] = float(total.detach())
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
+                for k, v in self.core.diagnostics(outputs).items():
+                    acc = diag_sums.setdefault(k, [0.0, 0])
+                    acc[0] += float(v)
+                    acc[1] += 1
                 if bar is not None:
                     elapsed = time.perf_counter() - t_epoch
                     bar.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
@@ -477,6 +482,7 @@ class Trainer:
             for k, v in sums.items():
                 row[k if k == "loss" else f"loss/{k}"] = v / max(steps, 1)
             row["loss"] = row.pop("loss", float("nan"))
+            row.update({k: total_ / count for k, (total_, count) in diag_sums.items()})
             row.update({"images_per_s": images / max(seconds, 1e-9), "epoch_s": seconds,
                         "data_wait_s": data_wait, "data_wait_per_step_ms": 1000 * data_wait / max(steps, 1)})
             last = epoch + 1 == epochs

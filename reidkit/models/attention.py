@@ -12,6 +12,10 @@ from torch import Tensor, nn
 
 from reidkit.errors import ReidkitError
 
+# CBAM style -> (spatial kernel size, BN after the spatial conv); default channel reduction of each
+CBAM_STYLES: dict[str, tuple[int, bool]] = {"reference": (7, True), "stadb_code": (3, False)}
+CBAM_REDUCTION = {"reference": 16, "stadb_code": 4}
+
 
 class ChannelAttention(nn.Module):
     """CBAM channel attention: ``Mc = σ(MLP(avgpool F) + MLP(maxpool F))`` with a shared MLP, hidden C/r (eq. 1)."""
@@ -29,32 +33,39 @@ class ChannelAttention(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """CBAM spatial attention: ``Ms = σ(BN(conv_k×k([mean_c F, max_c F])))`` (eq. 3).
+    """CBAM spatial attention: ``Ms = σ(conv_k×k([mean_c F, max_c F]))`` (eq. 3), optionally with batch norm.
 
-    As in CBAM's reference design the conv is followed by batch norm: without it the pooled
-    descriptors of a ResNet layer4 map (values in the hundreds) saturate the sigmoid at 1 and
-    the spatial attention learns nothing.
+    ``bn=True`` (CBAM's reference design: k = 7, conv without bias, then BN): without the BN the pooled
+    descriptors of a ResNet layer4 map can saturate the sigmoid. ``bn=False`` is STADB's public code
+    (k = 3, conv with bias, no BN).
     """
 
-    def __init__(self, kernel_size: int = 7):
+    def __init__(self, kernel_size: int = 7, bn: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1)
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=not bn)
+        self.bn = nn.BatchNorm2d(1) if bn else None
 
     def forward(self, x: Tensor) -> Tensor:
         """The spatial map ``(N, 1, H, W)``."""
         desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.bn(self.conv(desc)))
+        gate = self.conv(desc)
+        return torch.sigmoid(gate if self.bn is None else self.bn(gate))
 
 
 class CBAM(nn.Module):
-    """Channel then spatial attention: ``Fc = Mc ⊙ F``, ``Fsc = Ms ⊙ Fc`` (eq. 2, 4); each half switchable."""
+    """Channel then spatial attention: ``Fc = Mc ⊙ F``, ``Fsc = Ms ⊙ Fc`` (eq. 2, 4); each half switchable.
+
+    ``style``: ``"reference"`` (CBAM's own design: spatial gate 7×7 conv + BN) or ``"stadb_code"`` (STADB's
+    public code: 3×3 conv with bias, no BN); the channel MLP's reduction is ``reduction`` either way.
+    """
 
     def __init__(self, channels: int, reduction: int = 16, use_ca: bool = True, use_sa: bool = True,
-                 kernel_size: int = 7):
+                 style: str = "reference"):
         super().__init__()
+        if style not in CBAM_STYLES:
+            raise ReidkitError(f"unknown CBAM style {style!r}; expected one of {', '.join(CBAM_STYLES)}")
         self.ca = ChannelAttention(channels, reduction) if use_ca else None
-        self.sa = SpatialAttention(kernel_size) if use_sa else None
+        self.sa = SpatialAttention(*CBAM_STYLES[style]) if use_sa else None
 
     def attend(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(attended map, spatial attention (N, H, W) or None)``."""
@@ -172,10 +183,11 @@ ATTENTIONS = ("cbam", "se", "triplet", "srm")
 
 
 def build_attention(name: str, channels: int, reduction: int = 16, use_ca: bool = True,
-                    use_sa: bool = True) -> nn.Module:
-    """One of :data:`ATTENTIONS`; ``use_ca``/``use_sa`` switch CBAM's channel/spatial halves."""
+                    use_sa: bool = True, cbam_style: str = "reference") -> nn.Module:
+    """One of :data:`ATTENTIONS`; ``use_ca``/``use_sa`` switch CBAM's channel/spatial halves, ``cbam_style`` its
+    design (see :class:`CBAM`)."""
     if name == "cbam":
-        return CBAM(channels, reduction, use_ca=use_ca, use_sa=use_sa)
+        return CBAM(channels, reduction, use_ca=use_ca, use_sa=use_sa, style=cbam_style)
     if name == "se":
         return SE(channels, reduction)
     if name == "triplet":

@@ -52,6 +52,13 @@ class ReIDModel(nn.Module):
         """Named, already weighted scalar losses from the train-mode ``outputs``."""
         raise NotImplementedError  # pragma: no cover
 
+    def diagnostics(self, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Named 0-d statistics of one training step's ``outputs`` to log beside the losses (not optimised).
+
+        The trainer averages each over the steps that report it; none by default.
+        """
+        return {}
+
     def _maps(self, x: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -104,21 +111,32 @@ class GlobalHead(nn.Module):
 class PartHead(nn.Module):
     """BDB/STADB second-branch head: GMP → Linear ``in→dim`` + BN + ReLU → (BN neck) → classifier.
 
-    Returns ``(pooled, feature, neck feature, logits)``.
+    ``split_bn=True`` gives the drop path its own BatchNorms (``drop_bn``, ``drop_neck``: own statistics and
+    affine parameters) beside the shared Linear and classifier, so the statistics the test-time path is
+    normalised with come from that path alone. Returns ``(pooled, feature, neck feature, logits)``.
     """
 
-    def __init__(self, in_channels: int, dim: int, num_classes: int, bnneck: bool = True):
+    def __init__(self, in_channels: int, dim: int, num_classes: int, bnneck: bool = True, split_bn: bool = False):
         super().__init__()
         self.reduction = nn.Sequential(nn.Linear(in_channels, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
         self.neck = nn.BatchNorm1d(dim) if bnneck else None
         self.classifier = _classifier(dim, num_classes)
+        self.drop_bn = nn.BatchNorm1d(dim) if split_bn else None
+        self.drop_neck = nn.BatchNorm1d(dim) if split_bn and bnneck else None
         self.reduction.apply(_kaiming)
-        if self.neck is not None:
-            _kaiming(self.neck)
+        for bn in (self.neck, self.drop_bn, self.drop_neck):
+            if bn is not None:
+                _kaiming(bn)
 
-    def forward(self, fmap: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(pooled, feature, neck feature, logits)``."""
+    def forward(self, fmap: Tensor, drop_path: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(pooled, feature, neck feature, logits)``; ``drop_path`` selects the drop path's BatchNorms."""
         pooled = F.adaptive_max_pool2d(fmap, 1).flatten(1)
-        feat = self.reduction(pooled)
-        neck = feat if self.neck is None else self.neck(feat)
+        if drop_path and self.drop_bn is not None:
+            fc, _, act = self.reduction
+            feat = act(self.drop_bn(fc(pooled)))
+            neck_bn = self.drop_neck
+        else:
+            feat = self.reduction(pooled)
+            neck_bn = self.neck
+        neck = feat if neck_bn is None else neck_bn(feat)
         return pooled, feat, neck, self.classifier(neck)

@@ -5,9 +5,11 @@ replaced by PReLU; a FAB after layer1, layer2 and layer3 (``F_o = F·M + F``). T
 shared trunk:
 
 - ranking: GAP → own Linear 2048→``rank_dim`` → curriculum-sampling triplet (margin 0.5) or OHEM;
-  this feature is the test embedding;
-- classification: GAP → Linear 2048→2048 + BN + ReLU → classifier, sigmoid focal loss γ=2 (eq. 7–8)
-  or cross-entropy (``focal=False``);
+  this feature is the test embedding — unless the ranking branch is off (``w_rank=0``, the "f_cls" rows
+  of Table 5), when the classification feature is;
+- classification: GAP → Linear 2048→2048 + BN + ReLU (the classification feature ``f_cls``) → classifier,
+  sigmoid focal loss γ=2 (eq. 7–8: the true class's sigmoid only, by default) or cross-entropy
+  (``focal=False``);
 - attention (deep supervision): each FAB mask spatially averaged, concatenated (256+512+1024) →
   Linear → per-class sigmoid, multi-label BCE (eq. 9–10).
 
@@ -42,6 +44,8 @@ class Mancs(ReIDModel):
     ``sampling`` ("curriculum" or "ohem"), ``margin`` (0.5), ``t0``/``t1``/``a``/``b`` (30, 60, 15, 0.001),
     ``focal`` (True; False = cross-entropy with ``label_smoothing``, default 0), ``gamma`` (2),
     ``focal_all_classes`` (False = eq. 8, true class only), ``w_rank``/``w_cls``/``w_att`` (1, 1, 0.2).
+    With ``w_rank=0`` the ranking branch is off: it is not built, and the test embedding is the
+    classification feature (``cls_dim``).
 
     The curriculum sampler draws from the global RNG (reproducible under ``torch.manual_seed``).
     """
@@ -70,13 +74,16 @@ class Mancs(ReIDModel):
         chans = self.backbone.stage_channels
         c = self.backbone.out_channels
         self.fabs = nn.ModuleList([FAB(ch, fab_reduction) for ch in chans[:3]]) if fab else None
-        self.rank_fc = nn.Linear(c, rank_dim)
+        if float(w_rank) < 0 or float(w_cls) < 0 or float(w_att) < 0:
+            raise ReidkitError("model 'mancs': loss weights w_rank, w_cls, w_att must be >= 0")
+        self.rank_fc = nn.Linear(c, rank_dim) if float(w_rank) > 0 else None
         self.cls_fc = nn.Sequential(nn.Linear(c, cls_dim), nn.BatchNorm1d(cls_dim), nn.ReLU(inplace=True))
         self.classifier = _classifier(cls_dim, num_classes)
         self.att_classifier = _classifier(sum(chans[:3]), num_classes) if fab else None
         for mod in (self.rank_fc, self.cls_fc, *(self.fabs or [])):
-            mod.apply(_kaiming)
-        self.embedding_dim = rank_dim
+            if mod is not None:
+                mod.apply(_kaiming)
+        self.embedding_dim = rank_dim if self.rank_fc is not None else cls_dim
         self.sampling, self.margin = sampling, float(margin)
         self.curriculum = {"t0": t0, "t1": t1, "a": a, "b": b}
         self.focal, self.gamma, self.focal_all_classes = focal, float(gamma), focal_all_classes
@@ -94,32 +101,38 @@ class Mancs(ReIDModel):
         return self.backbone.layer4(x), masks
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        """Eval: the ranking feature ``(N, rank_dim)``. Train: ``rank_feat``, ``cls_logits`` and, with FABs,
-        ``att_logits``."""
+        """Eval: the ranking feature ``(N, rank_dim)`` (the classification feature ``(N, cls_dim)`` when the
+        ranking branch is off). Train: ``cls_logits``, ``rank_feat`` when the ranking branch is on and, with
+        FABs, ``att_logits``."""
         fmap, masks = self._trunk(x)
         pooled = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
-        rank = self.rank_fc(pooled)
         if not self.training:
-            return rank
-        out = {"rank_feat": rank, "cls_logits": self.classifier(self.cls_fc(pooled))}
+            return self.cls_fc(pooled) if self.rank_fc is None else self.rank_fc(pooled)
+        out = {"cls_logits": self.classifier(self.cls_fc(pooled))}
+        if self.rank_fc is not None:
+            out["rank_feat"] = self.rank_fc(pooled)
         if self.att_classifier is not None:
             att = torch.cat([m.mean(dim=(2, 3)) for m in masks], dim=1)
             out["att_logits"] = self.att_classifier(att)
         return out
 
     def compute_losses(self, outputs: dict[str, Tensor], pids: Tensor, epoch: float = 0) -> dict[str, Tensor]:
-        """``rank`` (curriculum triplet at ``epoch``, or OHEM hinge), ``cls`` (focal or CE) and ``att`` (BCE),
-        each already multiplied by its weight."""
+        """``rank`` (curriculum triplet at ``epoch``, or OHEM hinge; absent when the ranking branch is off),
+        ``cls`` (focal or CE) and ``att`` (BCE), each already multiplied by its weight."""
         pids = pids.to(outputs["cls_logits"].device)
-        if self.sampling == "curriculum":
-            rank = curriculum_triplet_loss(outputs["rank_feat"], pids, epoch, margin=self.margin, **self.curriculum)
-        else:
-            rank = batch_hard_triplet_loss(outputs["rank_feat"], pids, self.margin)
+        losses: dict[str, Tensor] = {}
+        if "rank_feat" in outputs:
+            if self.sampling == "curriculum":
+                rank = curriculum_triplet_loss(outputs["rank_feat"], pids, epoch, margin=self.margin,
+                                               **self.curriculum)
+            else:
+                rank = batch_hard_triplet_loss(outputs["rank_feat"], pids, self.margin)
+            losses["rank"] = self.weights["rank"] * rank
         if self.focal:
             cls = sigmoid_focal_loss(outputs["cls_logits"], pids, self.gamma, self.focal_all_classes)
         else:
             cls = cross_entropy(outputs["cls_logits"], pids, self.label_smoothing)
-        losses = {"rank": self.weights["rank"] * rank, "cls": self.weights["cls"] * cls}
+        losses["cls"] = self.weights["cls"] * cls
         if "att_logits" in outputs:
             losses["att"] = self.weights["att"] * attention_bce(outputs["att_logits"], pids)
         return losses

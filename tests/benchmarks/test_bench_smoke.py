@@ -23,7 +23,7 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"
 EXTRA: dict[str, list[str]] = {
     "bench_extract.py": ["--threads", "1"],  # eager vs ONNX Runtime (inductor compiles for minutes)
     "bench_train.py": ["--models", "stadb"],
-    "ablation_synthetic.py": ["--variants", "baseline,stadb"],
+    "ablation.py": ["--variants", "baseline,stadb,m0", "--variant", "m0=mancs:w_rank=0", "--bn-check"],
 }
 EXPECT: dict[str, list[str]] = {
     "bench_extract.py": ["| stadb | 4 | eager |", "| stadb | 4 | onnx |", "vs eager"],
@@ -31,7 +31,7 @@ EXPECT: dict[str, list[str]] = {
     "bench_data.py": ["| stadb |", "| mancs |"],
     "bench_synth.py": ["| render + encode, 1 process |"],
     "bench_eval.py": ["| quick", "reidkit"],
-    "ablation_synthetic.py": ["| baseline |", "| stadb |"],
+    "ablation.py": ["| baseline |", "| stadb |", "| m0 |", "re-estimated"],
 }
 
 

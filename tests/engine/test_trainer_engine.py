@@ -74,6 +74,31 @@ def test_run_folder_has_everything(mini_market: Path, tmp_path: Path) -> None:
     assert rc == 2
 
 
+def test_drop_statistics_are_logged_per_epoch(mini_market: Path, tmp_path: Path) -> None:
+    # rho = 1: every step takes the drop path; quantile α = 0.75 erases round(0.25 · 8) = 2 of the 4x2
+    # positions of a 64x32 input's layer4 map
+    run = tmp_path / "run"
+    sets = tiny(mini_market, run, train__tensorboard="true", train__eval_every=0,
+                model__options__threshold="quantile", model__options__alpha=0.75, model__options__rho=1.0)
+    result = train(load_config(PRESET, sets), quiet=True)
+    for row in result.history:
+        assert row["drop/erased"] == pytest.approx(2 / 8) and row["drop/whole"] == 0.0
+    assert json.loads((run / "history.json").read_text())[-1]["drop/erased"] == pytest.approx(0.25)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [float(r["drop/erased"]) for r in rows] == pytest.approx([0.25, 0.25])
+    if importlib.util.find_spec("tensorboard") is not None:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run / "tb"))
+        events.Reload()
+        assert [e.value for e in events.Scalars("epoch/drop/erased")] == pytest.approx([0.25, 0.25])
+    # the literal α·max rule on these flat maps: every sample it would erase entirely is left whole instead
+    flat = train(load_config(PRESET, tiny(mini_market, tmp_path / "flat", train__eval_every=0,
+                                          model__options__threshold="max", model__options__alpha=0.0,
+                                          model__options__rho=1.0)), quiet=True)
+    assert all(r["drop/whole"] == 1.0 and r["drop/erased"] == 0.0 for r in flat.history)
+
+
 def test_same_seed_same_weights_and_metrics(mini_market: Path, tmp_path: Path) -> None:
     a = train(load_config(PRESET, tiny(mini_market, tmp_path / "a")), quiet=True)
     b = train(load_config(PRESET, tiny(mini_market, tmp_path / "b")), quiet=True)

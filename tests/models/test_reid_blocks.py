@@ -13,7 +13,14 @@ import reidkit.models.backbones.resnet as resnet_mod
 from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.models.attention import CBAM, FAB, SE, SRM, TripletAttention, build_attention
 from reidkit.models.backbones.resnet import IMAGENET_URLS, resnet
-from reidkit.models.drop import batch_drop, self_threshold_drop, self_threshold_mask
+from reidkit.models.drop import (
+    THRESHOLDS,
+    batch_drop,
+    batch_drop_mask,
+    drop_statistics,
+    self_threshold_drop,
+    self_threshold_mask,
+)
 
 # torchvision's parameter counts minus fc (fc: 512*1000+1000 or 2048*1000+1000)
 TRUNK_PARAMS = {18: 11_689_512 - 513_000, 34: 21_797_672 - 513_000, 50: 25_557_032 - 2_049_000,
@@ -97,7 +104,7 @@ def test_imagenet_from_hub_cache_and_offline_error(tmp_path: Path, monkeypatch: 
     assert resnet_mod._hub_cached_file(18) is not None
 
 
-def test_self_threshold_mask_zeroes_exactly_above_alpha_max() -> None:
+def test_self_threshold_mask_max_rule_zeroes_exactly_from_alpha_max() -> None:
     torch.manual_seed(0)
     x = torch.randn(3, 8, 6, 4)
     alpha = 0.8
@@ -108,9 +115,100 @@ def test_self_threshold_mask_zeroes_exactly_above_alpha_max() -> None:
         for i in range(6):
             for j in range(4):
                 assert float(mask[n, i, j]) == (0.0 if float(att[n, i, j]) >= thr else 1.0)
-    out, m2 = self_threshold_drop(x, alpha)
-    assert torch.equal(out, x * mask[:, None]) and torch.equal(m2, mask)
     assert (mask == 0).any(dim=(1, 2)).all()  # the max position is always dropped (alpha <= 1)
+
+
+def _map(values: list[list[float]], channels: int = 3) -> torch.Tensor:
+    """A (1, C, H, W) map whose channel mean is ``values`` (channels differ, the mean does not)."""
+    att = torch.tensor(values, dtype=torch.float64)
+    offsets = torch.linspace(-1.0, 1.0, channels, dtype=torch.float64)[:, None, None]
+    return (att[None] + offsets)[None]
+
+
+def _erased(mask: torch.Tensor) -> list[tuple[int, int]]:
+    return [tuple(ij) for ij in (mask[0] == 0).nonzero().tolist()]
+
+
+def test_self_threshold_mask_three_rules_on_a_hand_built_map() -> None:
+    # attention (4x2): one peak at (0,0)=10, a plateau of 9s, a floor of 8.5 at (3,1)
+    x = _map([[10, 9], [9, 9], [9, 9], [9, 8.5]])
+    # max: α·max = 8 → every position reaches it → the sample is left whole instead of erased entirely
+    assert _erased(self_threshold_mask(x, 0.8, "max")) == []
+    # max at α = 0.95: 9.5 → only the peak
+    assert _erased(self_threshold_mask(x, 0.95, "max")) == [(0, 0)]
+    # minmax: 8.5 + 0.8·1.5 = 9.7 → only the peak; α = 0.3: 8.95 → everything but the floor
+    assert _erased(self_threshold_mask(x, 0.8, "minmax")) == [(0, 0)]
+    assert _erased(self_threshold_mask(x, 0.3, "minmax")) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1),
+                                                               (3, 0)]
+    # quantile: round(0.2·8) = 2 most attended, ties broken by position: the peak and the first 9
+    assert _erased(self_threshold_mask(x, 0.8, "quantile")) == [(0, 0), (0, 1)]
+    assert _erased(self_threshold_mask(x, 0.5, "quantile")) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert _erased(self_threshold_mask(x, 1.0, "quantile")) == []
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_self_threshold_drop_matches_the_mask(threshold: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 6, 4)
+    mask = self_threshold_mask(x, 0.8, threshold)
+    out, m2 = self_threshold_drop(x, 0.8, threshold)
+    assert torch.equal(out, x * mask[:, None]) and torch.equal(m2, mask) and mask.dtype == x.dtype
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_self_threshold_mask_never_erases_a_whole_sample() -> None:
+    # flat, constant, all-zero and negative maps, under every rule and α of Table 11 (and α = 0)
+    maps = torch.stack([torch.full((4, 6, 4), 2.0), torch.zeros(4, 6, 4), torch.full((4, 6, 4), -3.0),
+                        torch.rand(4, 6, 4) * 0.1 + 5.0, torch.randn(4, 6, 4)])
+    for threshold in THRESHOLDS:
+        for alpha in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+            mask = self_threshold_mask(maps, alpha, threshold)
+            assert (mask.flatten(1).amax(dim=1) == 1).all(), (threshold, alpha)
+    # the literal rule on a flat map (min/max = 0.97 ≥ α): left whole, not erased
+    assert torch.equal(self_threshold_mask(maps[3:4], 0.8, "max"), torch.ones(1, 6, 4))
+
+
+def test_quantile_erases_exactly_its_share_and_table11_presets_differ() -> None:
+    torch.manual_seed(1)
+    x = torch.rand(16, 5, 8, 4)  # 32 positions, as a 128x64 input gives with last stride 1
+    erased = {}
+    for alpha in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        mask = self_threshold_mask(x, alpha, "quantile")
+        per_sample = (mask == 0).flatten(1).sum(dim=1)
+        assert (per_sample == round((1 - alpha) * 32)).all()
+        # the erased positions are the most attended: every erased one ≥ every kept one
+        att = x.mean(dim=1).flatten(1)
+        m = mask.flatten(1)
+        assert all(att[n][m[n] == 0].min() >= att[n][m[n] == 1].max() for n in range(16) if (m[n] == 0).any())
+        erased[alpha] = mask
+    masks = list(erased.values())
+    assert all(not torch.equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1:])
+
+
+def test_table11_presets_give_different_masks() -> None:
+    from reidkit.engine.config import load_config
+
+    torch.manual_seed(2)
+    x = torch.rand(8, 6, 24, 8)  # a 384x128 input's layer4 map
+    masks = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "configs" / "ablations").glob("table11_alpha*.yaml")):
+        opts = load_config(path).model.options
+        from reidkit.models.registry import option_defaults
+
+        threshold = opts.get("threshold", option_defaults("stadb")["threshold"])
+        masks.append(self_threshold_mask(x, float(opts["alpha"]), threshold))
+    assert len(masks) == 6
+    assert all(not torch.equal(a, b) for i, a in enumerate(masks) for b in masks[i + 1:])
+
+
+def test_drop_statistics_hand_computed() -> None:
+    mask = torch.ones(4, 2, 5)
+    mask[0, 0, :3] = 0  # 3 of 10 erased
+    mask[1] = 0  # everything (not what the drop produces, but the statistic must count it)
+    mask[2, 1, 4] = 0  # 1 of 10
+    stats = drop_statistics(mask)
+    assert float(stats["erased"]) == pytest.approx((0.3 + 1.0 + 0.1 + 0.0) / 4)
+    assert float(stats["whole"]) == pytest.approx(1 / 4)
 
 
 def test_batch_drop_same_block_for_whole_batch() -> None:
@@ -124,6 +222,14 @@ def test_batch_drop_same_block_for_whole_batch() -> None:
         idx = zero_rows.nonzero()[:, 0]
         assert int(idx.max() - idx.min()) == 2  # contiguous
         assert torch.equal(out, x * mask[:, None])
+
+
+@pytest.mark.parametrize(("height", "ratio", "rows"), [(24, 0.33, 8), (8, 0.33, 3), (16, 0.33, 5), (10, 0.5, 5),
+                                                       (24, 0.3, 7), (4, 0.1, 1)])
+def test_batch_drop_rounds_the_block_height(height: int, ratio: float, rows: int) -> None:
+    # BDB's public code: rh = round(h_ratio·h) (int() would give 7 rows of 24 at 0.33)
+    mask = batch_drop_mask(height, 8, ratio, 1.0, generator=torch.Generator().manual_seed(0))
+    assert int((mask == 0).all(dim=1).sum()) == rows and int((mask == 0).sum()) == rows * 8
 
 
 @pytest.mark.parametrize("name", ["cbam", "se", "triplet", "srm"])

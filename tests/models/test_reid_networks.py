@@ -40,11 +40,18 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("stadb", {"attention": "srm"}),
     ("stadb", {"rho": 1.0, "part_triplet": "pooled", "embed": "after", "label_smoothing": 0.0}),
     ("stadb", {"rho": 0.0, "bnneck": False, "triplet_margin": 0.3}),
+    ("stadb", {"threshold": "max"}),
+    ("stadb", {"threshold": "minmax", "alpha": 0.5}),
+    ("stadb", {"threshold": "quantile", "rho": 1.0}),
+    ("stadb", {"part_block": "none"}),
+    ("stadb", {"part_block": "bottleneck", "cbam": "stadb_code"}),
+    ("stadb", {"part_bn": "split", "rho": 0.5}),
     ("mancs", {}),
     ("mancs", {"sampling": "ohem"}),
     ("mancs", {"focal": False}),
     ("mancs", {"fab": False}),
     ("mancs", {"prelu": False, "focal_all_classes": True, "last_stride": 1}),
+    ("mancs", {"w_rank": 0.0}),
 ]
 
 
@@ -69,10 +76,15 @@ def _train_step(model: torch.nn.Module, autocast: bool, freeze_trunk: bool = Fal
     assert total.dtype == torch.float32 and torch.isfinite(total)
     total.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    assert all(g is not None for n, g in grads.items() if "classifier" in n or "head" in n)
+    # parameters left without a gradient can only be the path not taken: the attention module on a drop
+    # iteration; with split part BatchNorms, the other path's BatchNorms
+    path_only = ("attention.", "part_head.drop_")
+    if getattr(getattr(model, "part_head", None), "drop_bn", None) is not None:
+        path_only += ("part_head.reduction.1.", "part_head.neck.")
+    assert all(g is not None for n, g in grads.items() if ("classifier" in n or "head" in n)
+               and not n.startswith(path_only))
     assert all(torch.isfinite(g).all() for g in grads.values() if g is not None)
-    # parameters left without a gradient can only be the attention module on a drop iteration
-    assert all(n.startswith("attention.") for n, g in grads.items() if g is None)
+    assert all(n.startswith(path_only) for n, g in grads.items() if g is None)
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         emb = model(x)
@@ -165,7 +177,7 @@ def test_bdb_block_same_for_whole_batch() -> None:
     mask = out["drop_mask"]
     assert mask.shape == (6, 8, 4)
     assert all(torch.equal(mask[0], mask[i]) for i in range(6))
-    assert int((mask[0] == 0).all(dim=1).sum()) == int(0.3 * 8)
+    assert int((mask[0] == 0).all(dim=1).sum()) == 3  # round(0.33 · 8) rows, as BDB's public code
 
 
 def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -213,6 +225,110 @@ def test_param_counts_match_papers() -> None:
     assert stadb.param_counts()["inference"] == 32_805_634 - (512 * 751 + 751) - (1024 * 751 + 751)
 
 
+# the pieces, by hand: BDB's extra bottleneck 2048→512→512(3×3)→2048 with its BNs; CBAM as CBAM's authors
+# (MLP r = 16 with biases, 7×7 conv to 1 channel without bias, BN) and as STADB's public code (r = 4, 3×3 conv
+# with bias, no BN); split BN: two more BatchNorm1d(1024)
+BOTTLENECK = 2048 * 512 + 512 * 512 * 9 + 512 * 2048 + 2 * (512 + 512 + 2048)
+CBAM_REFERENCE = (2048 * 128 + 128) + (128 * 2048 + 2048) + 2 * 49 + 2
+CBAM_STADB_CODE = (2048 * 512 + 512) + (512 * 2048 + 2048) + 2 * 9 + 1
+
+
+@pytest.mark.parametrize(("opts", "expected"), [
+    ({}, 32_805_634),
+    ({"part_block": "none"}, 32_805_634 - BOTTLENECK),
+    ({"cbam": "stadb_code"}, 32_805_634 - CBAM_REFERENCE + CBAM_STADB_CODE),
+    ({"part_block": "none", "cbam": "stadb_code"}, 32_805_634 - BOTTLENECK - CBAM_REFERENCE + CBAM_STADB_CODE),
+    ({"cbam": "stadb_code", "reduction": 16}, 32_805_634 - 2 * 49 - 2 + 2 * 9 + 1),
+    ({"part_bn": "split"}, 32_805_634 + 4 * 1024),
+])
+def test_stadb_param_counts_of_each_structure(opts: dict[str, Any], expected: int) -> None:
+    assert BOTTLENECK == 4_462_592 and CBAM_REFERENCE == 526_564 and CBAM_STADB_CODE == 2_099_731
+    with torch.device("meta"):
+        model = build("stadb", 751, **opts)
+    assert model.param_counts()["total"] == expected
+
+
+def test_stadb_part_block_none_feeds_the_backbone_map() -> None:
+    torch.manual_seed(0)
+    model = build("stadb", NC, **SMALL, part_block="none").eval()
+    assert isinstance(model.res_part, torch.nn.Identity)
+    assert not any(n.startswith("res_part.") for n, _ in model.named_parameters())
+    x, _ = _batch()
+    with torch.no_grad():
+        fmap = model.backbone(x)
+        g, _, _ = model.global_head(fmap)
+        _, p, _, _ = model.part_head(model.attention(fmap))
+        assert torch.allclose(model(x), torch.cat([g, p], 1), atol=1e-6)
+        assert torch.equal(model.visual_maps(x)["sta_attention"], fmap.mean(dim=1))
+
+
+def test_stadb_split_bn_keeps_each_paths_statistics_apart() -> None:
+    x, pids = _batch()
+    model = build("stadb", NC, **SMALL, part_bn="split")
+    head = model.part_head
+    assert head.drop_bn is not None and head.drop_neck is not None
+    shared = build("stadb", NC, **SMALL, part_bn="shared").part_head
+    assert shared.drop_bn is None and shared.drop_neck is None
+    # a network with one path only has nothing to split
+    assert build("stadb", NC, **SMALL, part_bn="split", branches="global+drop").part_head.drop_bn is None
+
+    def stats() -> list[torch.Tensor]:
+        return [m.running_mean.clone() for m in (head.reduction[1], head.neck, head.drop_bn, head.drop_neck)]
+
+    model.train()
+    for use_drop, moved in ((True, [False, False, True, True]), (False, [True, True, False, False])):
+        before = stats()
+        model.choose_drop = lambda use_drop=use_drop: use_drop  # type: ignore[method-assign]
+        out = model(x)
+        assert bool(out["used_drop"]) == use_drop
+        model.compute_losses(out, pids)["part_ce"].backward()
+        assert [not torch.equal(a, b) for a, b in zip(before, stats(), strict=True)] == moved
+    # the test embedding uses the attention path's BatchNorms only
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        head.drop_bn.running_mean.add_(5.0)
+        head.drop_bn.weight.mul_(3.0)
+        assert torch.equal(model(x), ref)
+
+
+def test_stadb_diagnostics_report_the_drop() -> None:
+    x, _ = _batch()
+    model = build("stadb", NC, **SMALL, threshold="quantile", alpha=0.75).train()
+    model.choose_drop = lambda: True  # type: ignore[method-assign]
+    out = model(x)
+    diag = model.diagnostics(out)
+    h, w = out["drop_mask"].shape[1:]
+    assert float(diag["drop/erased"]) == pytest.approx(round(0.25 * h * w) / (h * w))
+    assert float(diag["drop/whole"]) == 0.0
+    model.choose_drop = lambda: False  # type: ignore[method-assign]
+    assert model.diagnostics(model(x)) == {}  # attention steps erase nothing and report nothing
+    assert build("baseline", NC, **SMALL).diagnostics({}) == {}
+
+
+def test_mancs_without_ranking_branch_embeds_the_classification_feature() -> None:
+    torch.manual_seed(0)
+    model = build("mancs", NC, **SMALL, w_rank=0.0, cls_dim=96)
+    assert model.rank_fc is None and not any(n.startswith("rank_fc") for n, _ in model.named_parameters())
+    assert model.embedding_dim == 96
+    x, pids = _batch()
+    model.train()
+    out = model(x)
+    assert "rank_feat" not in out and set(model.compute_losses(out, pids)) == {"cls", "att"}
+    model.eval()
+    with torch.no_grad():
+        fmap, _ = model._trunk(x)
+        expected = model.cls_fc(torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1))
+        assert torch.equal(model(x), expected)
+    # with the ranking branch on, the embedding is the ranking feature, as before
+    on = build("mancs", NC, **SMALL, rank_dim=64).eval()
+    with torch.no_grad():
+        fmap, _ = on._trunk(x)
+        assert torch.equal(on(x), on.rank_fc(torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1)))
+    with pytest.raises(ReidkitError, match="w_rank"):
+        build("mancs", NC, **SMALL, w_rank=-1.0)
+
+
 def test_mancs_structure() -> None:
     model = build("mancs", NC, **SMALL)
     assert isinstance(model.backbone.layer4[-1].final_act, torch.nn.PReLU)
@@ -232,6 +348,10 @@ def test_bad_options() -> None:
         build("stadb", NC, attention="nonlocal")
     with pytest.raises(ReidkitError, match="backbone"):
         build("bdb", NC, backbone="vgg16")
+    for key, value in (("threshold", "mean"), ("part_block", "conv"), ("cbam", "woo"), ("part_bn", "none"),
+                       ("reduction", 0)):
+        with pytest.raises(ReidkitError, match=key):
+            build("stadb", NC, **{key: value})
 
 
 def _randomize(model: torch.nn.Module) -> None:
