@@ -1,4 +1,4 @@
-"""Attention blocks: CBAM (STADB eq. 1–4), SE, triplet attention, SRM (STADB Table 8) and Mancs' FAB.
+"""Attention blocks for STADB's second branch: CBAM (STADB eq. 1–4), SE, triplet attention, SRM (STADB Table 8).
 
 Every block maps ``(N, C, H, W)`` to the same shape. ``attend(x)`` returns the output and the
 block's spatial map ``(N, H, W)`` where it has one (``None`` otherwise), for pictures.
@@ -160,32 +160,13 @@ class SRM(nn.Module):
         return self.attend(x)[0]
 
 
-class FAB(nn.Module):
-    """Mancs' fully attentional block: ``M = σ(conv1×1(ReLU(conv1×1(F))))``, ``F_o = F·M + F`` (eq. 1–2)."""
-
-    def __init__(self, channels: int, reduction: int = 16):
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.squeeze = nn.Conv2d(channels, hidden, 1)
-        self.excite = nn.Conv2d(hidden, channels, 1)
-
-    def mask(self, x: Tensor) -> Tensor:
-        """The attention mask ``M`` (same shape as ``x``)."""
-        return torch.sigmoid(self.excite(F.relu(self.squeeze(x))))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(F·M + F, M)``."""
-        m = self.mask(x)
-        return x * m + x, m
-
-
 ATTENTIONS = ("cbam", "se", "triplet", "srm")
 
 
 def build_attention(name: str, channels: int, reduction: int = 16, use_ca: bool = True,
                     use_sa: bool = True, cbam_style: str = "reference") -> nn.Module:
-    """One of :data:`ATTENTIONS`; ``use_ca``/``use_sa`` switch CBAM's channel/spatial halves, ``cbam_style`` its
-    design (see :class:`CBAM`)."""
+    """One of ``ATTENTIONS``; ``use_ca``/``use_sa`` switch CBAM's channel/spatial halves, ``cbam_style`` its
+    design (see ``CBAM``)."""
     if name == "cbam":
         return CBAM(channels, reduction, use_ca=use_ca, use_sa=use_sa, style=cbam_style)
     if name == "se":

@@ -1,48 +1,55 @@
-"""The model contract every network follows (see ARCHITECTURE.md, "Model contract"), and shared heads."""
+"""The model contract every network follows (see ARCHITECTURE.md, "Model contract")."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import os
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _kaiming(m: nn.Module) -> None:
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out" if isinstance(m, nn.Conv2d) else "fan_in")
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+from reidkit.errors import ReidkitError
 
 
-def _classifier(dim: int, num_classes: int) -> nn.Linear:
-    fc = nn.Linear(dim, num_classes)
-    nn.init.normal_(fc.weight, std=0.001)
-    nn.init.zeros_(fc.bias)
-    return fc
+@dataclasses.dataclass
+class NoOptions:
+    """A network without keyword options."""
 
 
 class ReIDModel(nn.Module):
     """Base class of every reidkit network.
 
-    Attributes: ``name``, ``embedding_dim``, ``input_size`` (H, W), ``num_classes`` and ``options`` (the
-    keyword options it was built with, so ``build(name, num_classes, **options)`` rebuilds it).
-    Submodules whose attribute name contains ``classifier`` are training-only (left out of the
-    inference parameter count).
+    A network declares its keyword options as a dataclass ``Options`` (every field with its paper default);
+    ``ReIDModel.__init__(num_classes, **options)`` checks and records them once: ``self.opts`` (the dataclass)
+    and ``self.options`` (a plain dict, so ``build(name, num_classes, **options)`` rebuilds the network).
+
+    Attributes: ``name``, ``embedding_dim``, ``input_size`` (H, W), ``num_classes``, ``opts``, ``options``.
+    Submodules whose attribute name contains ``classifier`` are training-only (left out of the inference
+    parameter count).
     """
 
-    name: str = ""
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
     embedding_dim: int = 0
     input_size: tuple[int, int] = (256, 128)
 
-    def __init__(self, num_classes: int, options: dict[str, Any]):
+    def __init__(self, num_classes: int, **options: Any):
         super().__init__()
+        valid = [f.name for f in dataclasses.fields(self.Options)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ReidkitError(f"model {self.name!r} has no option {unknown[0]!r}; valid options: {', '.join(valid)}")
+        if isinstance(options.get("pretrained"), os.PathLike):
+            options["pretrained"] = os.fspath(options["pretrained"])
         self.num_classes = int(num_classes)
-        self.options = dict(options)
+        self.opts = self.Options(**options)
+        self.options: dict[str, Any] = dataclasses.asdict(self.opts)
+
+    @property
+    def ddp_find_unused_parameters(self) -> bool:
+        """Whether some parameters may get no gradient in a training step (DDP must then look for them)."""
+        return False
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:  # pragma: no cover - abstract
         """Eval: the ``(N, embedding_dim)`` embedding. Train: a dict of named outputs."""
@@ -85,58 +92,14 @@ class ReIDModel(nn.Module):
         return {"total": total, "inference": total - cls}
 
 
-class GlobalHead(nn.Module):
-    """BDB/STADB global branch: GAP → 1×1 conv ``in→dim`` + BN + ReLU → (BN neck) → classifier.
-
-    Returns ``(feature, logits)``; ``feature`` is the reduced vector before the neck BN (the triplet
-    feature) and ``logits`` come from the neck output (or the feature when ``bnneck`` is off).
-    """
-
-    def __init__(self, in_channels: int, dim: int, num_classes: int, bnneck: bool = True):
-        super().__init__()
-        self.reduction = nn.Sequential(nn.Conv2d(in_channels, dim, 1), nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
-        self.neck = nn.BatchNorm1d(dim) if bnneck else None
-        self.classifier = _classifier(dim, num_classes)
-        self.reduction.apply(_kaiming)
-        if self.neck is not None:
-            _kaiming(self.neck)
-
-    def forward(self, fmap: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(feature, neck feature, logits)``."""
-        feat = self.reduction(F.adaptive_avg_pool2d(fmap, 1)).flatten(1)
-        neck = feat if self.neck is None else self.neck(feat)
-        return feat, neck, self.classifier(neck)
+def check_choice(model: str, name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    """A one-line ``ReidkitError`` unless option ``name`` of ``model`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ReidkitError(f"model {model!r}: option {name}={value!r} is not valid; expected one of "
+                           f"{', '.join(map(str, allowed))}")
 
 
-class PartHead(nn.Module):
-    """BDB/STADB second-branch head: GMP → Linear ``in→dim`` + BN + ReLU → (BN neck) → classifier.
-
-    ``split_bn=True`` gives the drop path its own BatchNorms (``drop_bn``, ``drop_neck``: own statistics and
-    affine parameters) beside the shared Linear and classifier, so the statistics the test-time path is
-    normalised with come from that path alone. Returns ``(pooled, feature, neck feature, logits)``.
-    """
-
-    def __init__(self, in_channels: int, dim: int, num_classes: int, bnneck: bool = True, split_bn: bool = False):
-        super().__init__()
-        self.reduction = nn.Sequential(nn.Linear(in_channels, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
-        self.neck = nn.BatchNorm1d(dim) if bnneck else None
-        self.classifier = _classifier(dim, num_classes)
-        self.drop_bn = nn.BatchNorm1d(dim) if split_bn else None
-        self.drop_neck = nn.BatchNorm1d(dim) if split_bn and bnneck else None
-        self.reduction.apply(_kaiming)
-        for bn in (self.neck, self.drop_bn, self.drop_neck):
-            if bn is not None:
-                _kaiming(bn)
-
-    def forward(self, fmap: Tensor, drop_path: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(pooled, feature, neck feature, logits)``; ``drop_path`` selects the drop path's BatchNorms."""
-        pooled = F.adaptive_max_pool2d(fmap, 1).flatten(1)
-        if drop_path and self.drop_bn is not None:
-            fc, _, act = self.reduction
-            feat = act(self.drop_bn(fc(pooled)))
-            neck_bn = self.drop_neck
-        else:
-            feat = self.reduction(pooled)
-            neck_bn = self.neck
-        neck = feat if neck_bn is None else neck_bn(feat)
-        return pooled, feat, neck, self.classifier(neck)
+def check_fraction(model: str, name: str, value: float) -> None:
+    """A one-line ``ReidkitError`` unless option ``name`` of ``model`` lies in [0, 1]."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ReidkitError(f"model {model!r}: option {name}={value!r} must be within [0, 1]")

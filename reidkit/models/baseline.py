@@ -3,42 +3,49 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidkit.errors import ReidkitError
 from reidkit.losses import batch_hard_triplet_loss, cross_entropy
 from reidkit.models.backbones.resnet import parse_backbone, resnet
-from reidkit.models.base import ReIDModel, _classifier
+from reidkit.models.base import ReIDModel, check_choice
+from reidkit.models.layers import classifier
+
+
+@dataclasses.dataclass
+class BaselineOptions:
+    """The baseline's options: ``backbone`` ("resnet50"), ``last_stride`` (1, like STADB's global-only row),
+    ``pretrained`` (None), ``bnneck`` (True), ``label_smoothing`` (0.1), ``triplet_margin`` (None = soft
+    margin), ``embed`` ("before" or "after" the neck BN)."""
+
+    backbone: str = "resnet50"
+    last_stride: int = 1
+    pretrained: str | None = None
+    bnneck: bool = True
+    label_smoothing: float = 0.1
+    triplet_margin: float | None = None
+    embed: str = "before"
 
 
 class GlobalBaseline(ReIDModel):
-    """ResNet + GAP (the 2048-d triplet feature and test embedding) → BN neck → classifier.
-
-    Options: ``backbone`` ("resnet50"), ``last_stride`` (1, like STADB's global-only row),
-    ``pretrained`` (None), ``bnneck`` (True), ``label_smoothing`` (0.1), ``triplet_margin`` (None = soft
-    margin), ``embed`` ("before" or "after" the neck BN).
-    """
+    """ResNet + GAP (the 2048-d triplet feature and test embedding) → BN neck → classifier; options:
+    ``BaselineOptions``."""
 
     name = "baseline"
+    Options = BaselineOptions
     input_size = (384, 128)
 
-    def __init__(self, num_classes: int, *, backbone: str = "resnet50", last_stride: int = 1,
-                 pretrained: str | os.PathLike[str] | None = None, bnneck: bool = True,
-                 label_smoothing: float = 0.1, triplet_margin: float | None = None, embed: str = "before"):
-        opts = {k: v for k, v in locals().items() if k not in ("self", "num_classes", "__class__")}
-        if opts["pretrained"] is not None:
-            opts["pretrained"] = str(opts["pretrained"])
-        super().__init__(num_classes, opts)
-        if embed not in ("before", "after"):
-            raise ReidkitError(f"model 'baseline': option embed={embed!r} is not valid; expected before or after")
-        self.backbone = resnet(parse_backbone(backbone), last_stride, pretrained)
+    def __init__(self, num_classes: int, **options: Any):
+        super().__init__(num_classes, **options)
+        o = self.opts
+        check_choice(self.name, "embed", o.embed, ("before", "after"))
+        self.backbone = resnet(parse_backbone(o.backbone), o.last_stride, o.pretrained)
         c = self.backbone.out_channels
-        self.neck = nn.BatchNorm1d(c) if bnneck else None
-        self.classifier = _classifier(c, num_classes)
-        self.label_smoothing, self.triplet_margin, self.embed = float(label_smoothing), triplet_margin, embed
+        self.neck = nn.BatchNorm1d(c) if o.bnneck else None
+        self.classifier = classifier(c, num_classes)
         self.embedding_dim = c
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
@@ -47,14 +54,14 @@ class GlobalBaseline(ReIDModel):
         feat = F.adaptive_avg_pool2d(fmap, 1).flatten(1)
         neck = feat if self.neck is None else self.neck(feat)
         if not self.training:
-            return feat if self.embed == "before" else neck
+            return feat if self.opts.embed == "before" else neck
         return {"global_feat": feat, "global_logits": self.classifier(neck)}
 
     def compute_losses(self, outputs: dict[str, Tensor], pids: Tensor, epoch: float = 0) -> dict[str, Tensor]:
         """``global_ce`` (label smoothing ε) and ``global_triplet`` (batch hard)."""
         pids = pids.to(outputs["global_logits"].device)
-        return {"global_ce": cross_entropy(outputs["global_logits"], pids, self.label_smoothing),
-                "global_triplet": batch_hard_triplet_loss(outputs["global_feat"], pids, self.triplet_margin)}
+        return {"global_ce": cross_entropy(outputs["global_logits"], pids, float(self.opts.label_smoothing)),
+                "global_triplet": batch_hard_triplet_loss(outputs["global_feat"], pids, self.opts.triplet_margin)}
 
     def _maps(self, x: Tensor) -> dict[str, Tensor]:
         return {"activation": self.backbone(x).float().mean(dim=1)}

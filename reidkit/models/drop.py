@@ -32,7 +32,7 @@ def self_threshold_attention(x: Tensor) -> Tensor:
 def self_threshold_mask(x: Tensor, alpha: float = 0.8, threshold: str = "max") -> Tensor:
     """STADB's drop mask ``(N, H, W)`` of ``x`` ``(N, C, H, W)``: 0 where a position is erased, 1 elsewhere.
 
-    ``threshold`` is one of :data:`THRESHOLDS` (see the module docstring); a sample whose rule would erase
+    ``threshold`` is one of ``THRESHOLDS`` (see the module docstring); a sample whose rule would erase
     every position gets an all-ones mask. The mask is a constant (no gradient flows through it).
     """
     att = self_threshold_attention(x.detach()).float()
@@ -54,7 +54,7 @@ def self_threshold_mask(x: Tensor, alpha: float = 0.8, threshold: str = "max") -
 
 
 def self_threshold_drop(x: Tensor, alpha: float = 0.8, threshold: str = "max") -> tuple[Tensor, Tensor]:
-    """``(x × mask, mask)`` with :func:`self_threshold_mask`."""
+    """``(x × mask, mask)`` with ``self_threshold_mask``."""
     mask = self_threshold_mask(x, alpha, threshold)
     return x * mask[:, None], mask
 

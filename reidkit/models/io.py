@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,10 +21,36 @@ from reidkit.utils.safeload import safe_torch_load
 META_KEY = "reidkit"
 
 
-def model_meta(model: ReIDModel) -> dict[str, Any]:
-    """The metadata dict stored beside the weights (see ARCHITECTURE.md, "Files on disk")."""
-    return {"model": model.name, "num_classes": model.num_classes, "options": dict(model.options),
-            "input_size": list(model.input_size), "embedding_dim": model.embedding_dim, "version": __version__}
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of a model's state dict: names, shapes and float32 values.
+
+    The same weights give the same digest whether loaded from a checkpoint, a safetensors file or
+    exported to ONNX (the export stores it), so an index can tell models apart.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32 if t.is_floating_point() else t.dtype).contiguous()
+                 .numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_meta(model: ReIDModel, digest: bool = False) -> dict[str, Any]:
+    """The description stored beside the weights (see ARCHITECTURE.md, "Files on disk"): name, number of
+    classes, options, input size, embedding size, reidkit version, and with ``digest`` the
+    ``weights_digest`` (what ONNX files, features files and indexes record)."""
+    meta: dict[str, Any] = {
+        "model": str(getattr(model, "name", type(model).__name__)),
+        "num_classes": getattr(model, "num_classes", None),
+        "options": dict(getattr(model, "options", {}) or {}),
+        "input_size": [int(v) for v in getattr(model, "input_size", (256, 128))],
+        "embedding_dim": int(getattr(model, "embedding_dim", 0)),
+        "version": __version__,
+    }
+    if digest:
+        meta["weights_digest"] = weights_digest(model)
+    return meta
 
 
 def save_weights(model: ReIDModel, path: str | os.PathLike[str]) -> Path:
@@ -83,7 +110,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     directory holding ``model.safetensors`` (or ``checkpoint.pt``).
 
     Errors (missing file, non-reidkit file, pickles that would run code, unknown model, mismatched weights)
-    raise a one-line :class:`CheckpointError` naming the file.
+    raise a one-line ``CheckpointError`` naming the file.
     """
     p = Path(path).expanduser()
     if p.is_dir():

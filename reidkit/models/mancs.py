@@ -1,4 +1,5 @@
-"""Mancs: Multi-task Attentional Network with Curriculum Sampling (mancs.txt §3, §4.3).
+"""Mancs (Wang et al., "Mancs: A Multi-task Attentional Network with Curriculum Sampling for Person
+Re-identification", ECCV 2018, §3, §4.3).
 
 ResNet-50 (torchvision strides; ``last_stride`` 2), input 256×128, the last conv block's final ReLU
 replaced by PReLU; a FAB after layer1, layer2 and layer3 (``F_o = F·M + F``). Three branches on the
@@ -18,7 +19,8 @@ Loss = 1·rank + 1·cls + 0.2·att.
 
 from __future__ import annotations
 
-import os
+import dataclasses
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,63 +34,98 @@ from reidkit.losses import (
     curriculum_triplet_loss,
     sigmoid_focal_loss,
 )
-from reidkit.models.attention import FAB
 from reidkit.models.backbones.resnet import parse_backbone, resnet
-from reidkit.models.base import ReIDModel, _classifier, _kaiming
+from reidkit.models.base import ReIDModel
+from reidkit.models.layers import classifier, kaiming_init
 
 
-class Mancs(ReIDModel):
-    """Mancs. Options: ``backbone`` ("resnet50"), ``last_stride`` (2), ``pretrained`` (None), ``fab`` (True;
+class FAB(nn.Module):
+    """Fully attentional block: ``M = σ(conv1×1(ReLU(conv1×1(F))))``, ``F_o = F·M + F`` (eq. 1–2)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze = nn.Conv2d(channels, hidden, 1)
+        self.excite = nn.Conv2d(hidden, channels, 1)
+
+    def mask(self, x: Tensor) -> Tensor:
+        """The attention mask ``M`` (same shape as ``x``)."""
+        return torch.sigmoid(self.excite(F.relu(self.squeeze(x))))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F·M + F, M)``."""
+        m = self.mask(x)
+        return x * m + x, m
+
+
+@dataclasses.dataclass
+class MancsOptions:
+    """Mancs' options: ``backbone`` ("resnet50"), ``last_stride`` (2), ``pretrained`` (None), ``fab`` (True;
     False drops the FABs and the attention branch, Table 5), ``fab_reduction`` (16), ``prelu`` (True),
     ``rank_dim`` (2048; the paper does not give the ranking FC's size), ``cls_dim`` (2048),
     ``sampling`` ("curriculum" or "ohem"), ``margin`` (0.5), ``t0``/``t1``/``a``/``b`` (30, 60, 15, 0.001),
     ``focal`` (True; False = cross-entropy with ``label_smoothing``, default 0), ``gamma`` (2),
     ``focal_all_classes`` (False = eq. 8, true class only), ``w_rank``/``w_cls``/``w_att`` (1, 1, 0.2).
     With ``w_rank=0`` the ranking branch is off: it is not built, and the test embedding is the
-    classification feature (``cls_dim``).
+    classification feature (``cls_dim``)."""
 
-    The curriculum sampler draws from the global RNG (reproducible under ``torch.manual_seed``).
-    """
+    backbone: str = "resnet50"
+    last_stride: int = 2
+    pretrained: str | None = None
+    fab: bool = True
+    fab_reduction: int = 16
+    prelu: bool = True
+    rank_dim: int = 2048
+    cls_dim: int = 2048
+    sampling: str = "curriculum"
+    margin: float = 0.5
+    t0: float = 30
+    t1: float = 60
+    a: float = 15
+    b: float = 0.001
+    focal: bool = True
+    gamma: float = 2.0
+    focal_all_classes: bool = False
+    label_smoothing: float = 0.0
+    w_rank: float = 1.0
+    w_cls: float = 1.0
+    w_att: float = 0.2
+
+
+class Mancs(ReIDModel):
+    """Mancs; options: ``MancsOptions``. The curriculum sampler draws from the global RNG (reproducible
+    under ``torch.manual_seed``)."""
 
     name = "mancs"
+    Options = MancsOptions
     input_size = (256, 128)
 
-    def __init__(self, num_classes: int, *, backbone: str = "resnet50", last_stride: int = 2,
-                 pretrained: str | os.PathLike[str] | None = None, fab: bool = True, fab_reduction: int = 16,
-                 prelu: bool = True, rank_dim: int = 2048, cls_dim: int = 2048, sampling: str = "curriculum",
-                 margin: float = 0.5, t0: float = 30, t1: float = 60, a: float = 15, b: float = 0.001,
-                 focal: bool = True, gamma: float = 2.0, focal_all_classes: bool = False,
-                 label_smoothing: float = 0.0, w_rank: float = 1.0, w_cls: float = 1.0, w_att: float = 0.2):
-        opts = {k: v for k, v in locals().items() if k not in ("self", "num_classes", "__class__")}
-        if opts["pretrained"] is not None:
-            opts["pretrained"] = str(opts["pretrained"])
-        super().__init__(num_classes, opts)
-        if sampling not in ("curriculum", "ohem"):
-            raise ReidkitError(f"model 'mancs': option sampling={sampling!r} is not valid; expected curriculum or ohem")
-        if not t1 > t0 > 0:
-            raise ReidkitError(f"model 'mancs': options need t1 > t0 > 0, got t0={t0}, t1={t1}")
-        self.backbone = resnet(parse_backbone(backbone), last_stride, pretrained)
-        if prelu:
-            last_block = self.backbone.layer4[-1]
-            last_block.final_act = nn.PReLU()
+    def __init__(self, num_classes: int, **options: Any):
+        super().__init__(num_classes, **options)
+        o = self.opts
+        if o.sampling not in ("curriculum", "ohem"):
+            raise ReidkitError(f"model 'mancs': option sampling={o.sampling!r} is not valid; expected curriculum "
+                               "or ohem")
+        if not o.t1 > o.t0 > 0:
+            raise ReidkitError(f"model 'mancs': options need t1 > t0 > 0, got t0={o.t0}, t1={o.t1}")
+        if min(float(o.w_rank), float(o.w_cls), float(o.w_att)) < 0:
+            raise ReidkitError("model 'mancs': loss weights w_rank, w_cls, w_att must be >= 0")
+        self.backbone = resnet(parse_backbone(o.backbone), o.last_stride, o.pretrained)
+        if o.prelu:
+            self.backbone.layer4[-1].final_act = nn.PReLU()
         chans = self.backbone.stage_channels
         c = self.backbone.out_channels
-        self.fabs = nn.ModuleList([FAB(ch, fab_reduction) for ch in chans[:3]]) if fab else None
-        if float(w_rank) < 0 or float(w_cls) < 0 or float(w_att) < 0:
-            raise ReidkitError("model 'mancs': loss weights w_rank, w_cls, w_att must be >= 0")
-        self.rank_fc = nn.Linear(c, rank_dim) if float(w_rank) > 0 else None
-        self.cls_fc = nn.Sequential(nn.Linear(c, cls_dim), nn.BatchNorm1d(cls_dim), nn.ReLU(inplace=True))
-        self.classifier = _classifier(cls_dim, num_classes)
-        self.att_classifier = _classifier(sum(chans[:3]), num_classes) if fab else None
+        self.fabs = nn.ModuleList([FAB(ch, o.fab_reduction) for ch in chans[:3]]) if o.fab else None
+        self.rank_fc = nn.Linear(c, o.rank_dim) if float(o.w_rank) > 0 else None
+        self.cls_fc = nn.Sequential(nn.Linear(c, o.cls_dim), nn.BatchNorm1d(o.cls_dim), nn.ReLU(inplace=True))
+        self.classifier = classifier(o.cls_dim, num_classes)
+        self.att_classifier = classifier(sum(chans[:3]), num_classes) if o.fab else None
         for mod in (self.rank_fc, self.cls_fc, *(self.fabs or [])):
             if mod is not None:
-                mod.apply(_kaiming)
-        self.embedding_dim = rank_dim if self.rank_fc is not None else cls_dim
-        self.sampling, self.margin = sampling, float(margin)
-        self.curriculum = {"t0": t0, "t1": t1, "a": a, "b": b}
-        self.focal, self.gamma, self.focal_all_classes = focal, float(gamma), focal_all_classes
-        self.label_smoothing = float(label_smoothing)
-        self.weights = {"rank": float(w_rank), "cls": float(w_cls), "att": float(w_att)}
+                mod.apply(kaiming_init)
+        self.embedding_dim = o.rank_dim if self.rank_fc is not None else o.cls_dim
+        self.curriculum = {"t0": o.t0, "t1": o.t1, "a": o.a, "b": o.b}
+        self.weights = {"rank": float(o.w_rank), "cls": float(o.w_cls), "att": float(o.w_att)}
 
     def _trunk(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = self.backbone.stem(x)
@@ -122,16 +159,17 @@ class Mancs(ReIDModel):
         pids = pids.to(outputs["cls_logits"].device)
         losses: dict[str, Tensor] = {}
         if "rank_feat" in outputs:
-            if self.sampling == "curriculum":
-                rank = curriculum_triplet_loss(outputs["rank_feat"], pids, epoch, margin=self.margin,
+            o = self.opts
+            if o.sampling == "curriculum":
+                rank = curriculum_triplet_loss(outputs["rank_feat"], pids, epoch, margin=float(o.margin),
                                                **self.curriculum)
             else:
-                rank = batch_hard_triplet_loss(outputs["rank_feat"], pids, self.margin)
+                rank = batch_hard_triplet_loss(outputs["rank_feat"], pids, float(o.margin))
             losses["rank"] = self.weights["rank"] * rank
-        if self.focal:
-            cls = sigmoid_focal_loss(outputs["cls_logits"], pids, self.gamma, self.focal_all_classes)
+        if self.opts.focal:
+            cls = sigmoid_focal_loss(outputs["cls_logits"], pids, float(self.opts.gamma), self.opts.focal_all_classes)
         else:
-            cls = cross_entropy(outputs["cls_logits"], pids, self.label_smoothing)
+            cls = cross_entropy(outputs["cls_logits"], pids, float(self.opts.label_smoothing))
         losses["cls"] = self.weights["cls"] * cls
         if "att_logits" in outputs:
             losses["att"] = self.weights["att"] * attention_bce(outputs["att_logits"], pids)

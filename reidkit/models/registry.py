@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import inspect
 from typing import Any
 
 from reidkit.errors import ReidkitError
@@ -32,9 +32,8 @@ def model_class(name: str) -> type[ReIDModel]:
 
 
 def option_defaults(name: str) -> dict[str, Any]:
-    """The keyword options of model ``name`` with their defaults."""
-    sig = inspect.signature(model_class(name).__init__)
-    return {k: p.default for k, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """The keyword options of model ``name`` (the fields of its ``Options`` dataclass) with their defaults."""
+    return {f.name: f.default for f in dataclasses.fields(model_class(name).Options)}
 
 
 def build(name: str, num_classes: int, **options: Any) -> ReIDModel:

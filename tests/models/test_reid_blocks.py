@@ -11,7 +11,7 @@ import torch
 
 import reidkit.models.backbones.resnet as resnet_mod
 from reidkit.errors import CheckpointError, ReidkitError
-from reidkit.models.attention import CBAM, FAB, SE, SRM, TripletAttention, build_attention
+from reidkit.models.attention import CBAM, SE, SRM, TripletAttention, build_attention
 from reidkit.models.backbones.resnet import IMAGENET_URLS, resnet
 from reidkit.models.drop import (
     THRESHOLDS,
@@ -21,6 +21,7 @@ from reidkit.models.drop import (
     self_threshold_drop,
     self_threshold_mask,
 )
+from reidkit.models.mancs import FAB
 
 # torchvision's parameter counts minus fc (fc: 512*1000+1000 or 2048*1000+1000)
 TRUNK_PARAMS = {18: 11_689_512 - 513_000, 34: 21_797_672 - 513_000, 50: 25_557_032 - 2_049_000,

@@ -212,7 +212,8 @@ def test_visual_maps_have_no_side_effects(name: str, opts: dict[str, Any]) -> No
     assert expected <= set(maps)
     if name == "stadb" and opts.get("drop") != "batch_drop":
         from reidkit.models.drop import self_threshold_mask
-        assert torch.equal(maps["drop_mask"], self_threshold_mask(maps["sta_attention"][:, None], model.alpha))
+        assert torch.equal(maps["drop_mask"], self_threshold_mask(maps["sta_attention"][:, None], model.cfg.alpha,
+                                                                 model.cfg.threshold))
 
 
 def test_param_counts_match_papers() -> None:
@@ -422,8 +423,19 @@ def test_cli_models_json() -> None:
     with redirect_stdout(buf):
         assert cli_main(["models", "--json", "--num-classes", "751"]) == 0
     rows = json.loads(buf.getvalue())
-    assert set(rows) == set(names())
-    assert rows["stadb"]["embedding_dim"] == 1536 and rows["stadb"]["params"] == 32_805_634
+    structures = {r for r in rows if r.startswith("stadb[")}
+    assert set(rows) - structures == set(names()) and len(structures) == 3
+    assert rows["stadb"]["embedding_dim"] == 1536
+    # each STADB structure's count equals the network built with those options
+    from reidkit.models.registry import option_defaults
+
+    for label, row in rows.items():
+        name, _, opts = label.partition("[")
+        options = dict(kv.split("=") for kv in opts.rstrip("]").split(",")) if opts else {}
+        if name == "stadb":
+            assert set(options) <= set(option_defaults("stadb"))
+        with torch.device("meta"):
+            assert row["params"] == build(name, 751, **options).param_counts()["total"], label
     buf = io.StringIO()
     with redirect_stdout(buf):
         assert cli_main(["models"]) == 0

@@ -198,7 +198,7 @@ def load_pretrained(model: ResNet, pretrained: str | os.PathLike[str] | None) ->
 
     ``pretrained``: ``None``/``"none"`` (keep random init), ``"imagenet"`` (torchvision's URL through the
     torch.hub cache) or a path to a torchvision-layout checkpoint. ``fc.*`` keys are dropped and the
-    rest must match the trunk exactly (strict), or a one-line :class:`CheckpointError` names the keys.
+    rest must match the trunk exactly (strict), or a one-line ``CheckpointError`` names the keys.
     """
     if pretrained is None or (isinstance(pretrained, str) and pretrained.lower() in ("", "none")):
         return
@@ -227,7 +227,7 @@ def load_pretrained(model: ResNet, pretrained: str | os.PathLike[str] | None) ->
 
 
 def resnet(depth: int = 50, last_stride: int = 2, pretrained: str | os.PathLike[str] | None = None) -> ResNet:
-    """Build a torchvision-named ResNet trunk and optionally load ImageNet weights (see :func:`load_pretrained`)."""
+    """Build a torchvision-named ResNet trunk and optionally load ImageNet weights (see ``load_pretrained``)."""
     model = ResNet(depth, last_stride)
     load_pretrained(model, pretrained)
     return model
