@@ -58,6 +58,7 @@ from _util import cpu_seconds  # noqa: E402
 from reidkit.data.augment import AugmentConfig, TrainAugment  # noqa: E402
 from reidkit.data.per_image import make_loader  # noqa: E402
 from reidkit.data.sampler import PKSampler  # noqa: E402
+from reidkit.engine.step import train_step  # noqa: E402
 
 # model -> (augmentation pipeline, gradient clipping as in the paper configs)
 MODELS: dict[str, tuple[str, float | None]] = {
@@ -90,22 +91,6 @@ class Sync:
     def __call__(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
-
-
-def train_step(model: torch.nn.Module, core: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-               pids: torch.Tensor, epoch: int, amp: torch.dtype | None, clip: float | None) -> float:
-    """One optimisation step, the same sequence as ``Trainer._fit``; returns the loss."""
-    ctx = torch.autocast(device_type=x.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-    with ctx:
-        outputs = model(x)
-        losses = core.compute_losses(outputs, pids, epoch)
-    total = sum(v.float() for v in losses.values())
-    opt.zero_grad(set_to_none=True)
-    total.backward()  # type: ignore[union-attr]
-    if clip is not None:
-        torch.nn.utils.clip_grad_norm_(core.parameters(), clip)
-    opt.step()
-    return float(total.detach())  # type: ignore[union-attr]
 
 
 def count_step_flops(core: torch.nn.Module, x: torch.Tensor, pids: torch.Tensor, amp: torch.dtype | None) -> float:
@@ -190,7 +175,7 @@ def bench_model(name: str, args: argparse.Namespace, u8: torch.Tensor, paths: li
         y = y.to(device, non_blocking=True)
         sync()
         t1 = time.perf_counter()
-        train_step(model, core, opt, x, y, 0, amp, clip)
+        train_step(model, core, opt, x, y, 0, autocast_dtype=amp, grad_clip=clip)
         sync()
         t2 = time.perf_counter()
         if not record and args.compile and compile_s == 0.0:

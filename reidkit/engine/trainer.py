@@ -4,7 +4,7 @@ One step: PK indices from the sampler → uint8 batch from the image cache → b
 augmentation on the device → ``model(x)`` (train mode: a dict of outputs) →
 ``model.compute_losses(outputs, pids, epoch)`` (named, weighted terms) → sum → backward →
 optional gradient clipping → optimiser step. The learning rate is set per epoch from
-:mod:`reidkit.engine.schedules`. Every ``train.eval_every`` epochs (and after the last) the
+``reidkit.engine.schedules``. Every ``train.eval_every`` epochs (and after the last) the
 model is evaluated on query/gallery, the best checkpoint (by mAP) is kept as ``best.pt``.
 
 The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json``, ``checkpoint.pt``
@@ -13,25 +13,23 @@ The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json``, ``che
 curves. Under ``torchrun`` only rank 0 writes.
 
 Numerical faults: a NaN or infinite loss term stops the run before the backward pass with
-:class:`NonFiniteLossError` naming the term, the epoch and the step; the last checkpoint
+``NonFiniteLossError`` naming the term, the epoch and the step; the last checkpoint
 stays as it was, so ``--resume`` continues from it.
 
-Debug hooks (environment variables, used by the tests): ``REIDKIT_DEBUG_NAN_AT_STEP=N``
-makes the first loss term NaN at global step N; ``REIDKIT_DEBUG_KILL_AT_STEP=N`` sends
-SIGKILL to the process right after global step N.
+The step itself is ``reidkit.engine.step.train_step``; step hooks (``reidkit.engine.step.StepHook``)
+are passed as objects (``Trainer(hooks=...)``); ``train`` adds the test hooks named in the environment
+(``reidkit.engine.step.hooks_from_env``), read once when the run starts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
 import random
-import signal
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from reidkit.engine.config import RunConfig, config_to_dict, save_config
 from reidkit.engine.distributed import DistInfo, all_reduce_flag, barrier, cleanup, init_distributed
 from reidkit.engine.runlog import RunLog, environment_info, load_history
 from reidkit.engine.schedules import EpochSchedule
+from reidkit.engine.step import NonFiniteLoss, StepHook, hooks_from_env, train_step
 from reidkit.errors import ConfigError, DatasetError, ReidkitError
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
@@ -56,7 +55,7 @@ class NonFiniteLossError(ReidkitError):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the run folder, the final and best metrics, and the trained model."""
+    """What ``train`` returns: the run folder, the final and best metrics, and the trained model."""
 
     run_dir: Path
     final: dict[str, Any]
@@ -73,27 +72,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else None
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     inner = getattr(model, "module", model)  # DDP
     return getattr(inner, "_orig_mod", inner)  # torch.compile
 
 
 class Trainer:
-    """Builds everything a run needs from a :class:`RunConfig` and runs it (:meth:`fit`).
+    """Builds everything a run needs from a ``RunConfig`` and runs it (``fit``).
 
-    ``dataset`` may be passed in (a :class:`reidkit.data.records.ReidDataset`) instead of being
+    ``dataset`` may be passed in (a ``reidkit.data.records.ReidDataset``) instead of being
     loaded from ``cfg.data``; ``resume=True`` continues from the newest loadable checkpoint in
     the run folder (a fresh start when there is none).
     """
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False, dataset: Any = None,
-                 dist_info: DistInfo | None = None, quiet: bool = False):
+                 dist_info: DistInfo | None = None, quiet: bool = False, hooks: Sequence[StepHook] = ()):
         self.cfg = cfg
+        self.hooks = list(hooks)
         self.resume = resume
         self.quiet = quiet
         self.run_dir = Path(cfg.train.out_dir)
@@ -179,9 +174,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # STADB runs either its drop or its attention path per step: the other path's weights get no grad
-            unused = getattr(model, "has_drop", False) and getattr(model, "has_attention", False)
-            self.model = DDP(model, device_ids=ids, find_unused_parameters=bool(unused))
+            self.model = DDP(model, device_ids=ids, find_unused_parameters=model.ddp_find_unused_parameters)
         if cfg.train.compile:
             self.model = torch.compile(self.model)  # type: ignore[assignment]
 
@@ -226,34 +219,26 @@ class Trainer:
 
     def _setup_data(self) -> None:
         cfg = self.cfg
+        self.train_cache = None
         if cfg.data.pipeline == "cached":
-            from reidkit.data.cache import decode_images
+            from reidkit.data.augment import TrainAugment
+            from reidkit.data.cache import ImageCache
 
             paths = [r.path for r in self.train_records]
             t0 = time.perf_counter()
-            u8, bad = decode_images(paths, self.size, workers=cfg.data.workers,
-                                    progress=self.dist.is_main and cfg.train.progress and not self.quiet)
+            # the whole uint8 cache lives on the GPU when training on one
+            self.train_cache, bad = ImageCache.from_paths(
+                paths, self.size, workers=cfg.data.workers, device=self.device if self.device.type == "cuda" else None,
+                progress=self.dist.is_main and cfg.train.progress and not self.quiet)
             self.decode_seconds = time.perf_counter() - t0
             if bad:
                 bad_set = set(map(str, bad))
-                keep = [i for i, r in enumerate(self.train_records) if str(r.path) not in bad_set]
                 warnings.warn(f"{len(bad)} unreadable training image(s) left out, e.g. {sorted(bad_set)[0]}",
                               stacklevel=2)
-                self.train_records = [self.train_records[i] for i in keep]
-                if u8.shape[0] != len(keep):
-                    u8 = u8[torch.as_tensor(keep, dtype=torch.long)]
-            if self.device.type == "cuda":
-                u8 = u8.to(self.device)  # the whole uint8 cache lives on the GPU
-            elif self.device.type == "cpu":
-                u8 = u8.contiguous()
-            self.train_u8 = u8
-            from reidkit.data.augment import TrainAugment
-
-            aug_cfg = dataclasses.replace(cfg.augment, size=self.size)
-            self.augment = TrainAugment(aug_cfg)
+                self.train_records = [r for r in self.train_records if str(r.path) not in bad_set]
+            self.augment = TrainAugment(dataclasses.replace(cfg.augment, size=self.size))
         else:
             self.decode_seconds = 0.0
-            self.train_u8 = None
         self.train_pids = [self.relabel[r.pid] for r in self.train_records]
         self.pid_tensor = torch.as_tensor(self.train_pids, dtype=torch.long)
 
@@ -313,14 +298,10 @@ class Trainer:
     def _batches(self, epoch: int) -> Any:
         """Yield ``(x, pids)`` training batches of ``epoch`` (after skipping ``skip_batches`` when resuming)."""
         self.sampler.set_epoch(epoch)
-        if self.cfg.data.pipeline == "cached":
+        if self.train_cache is not None:
             for idx in self.sampler:  # a restored sampler continues after its last yielded batch
                 index = torch.as_tensor(idx, dtype=torch.long)
-                u8 = self.train_u8.index_select(0, index.to(self.train_u8.device))
-                if u8.device != self.device:
-                    u8 = u8.to(self.device, non_blocking=True)
-                x = self.augment(u8, self.aug_generator)
-                yield x, self.pid_tensor[index]
+                yield self.augment(self.train_cache.batch(index, self.device), self.aug_generator), self.pid_tensor[index]
         else:
             yield from self._per_image_batches(epoch)
 
@@ -353,18 +334,13 @@ class Trainer:
         """Embed query and gallery with the current weights and return mAP, rank-k, mINP (percent)."""
         if not self.dataset.query or not self.dataset.gallery:
             return {}
-        from reidkit.engine.features import embed_uint8
         from reidkit.eval import evaluate
+        from reidkit.inference import Embedder
 
         qu8, gu8 = self._test_u8()
-        model = self.core
-        was = model.training
-        model.eval()
+        emb = Embedder(self.core, self.device, autocast_dtype=self.amp_dtype)
         bs, flip = self.cfg.data.eval_batch_size, self.cfg.eval.flip
-        with self._autocast():
-            qf = embed_uint8(model, qu8, batch_size=bs, device=self.device, flip=flip)
-            gf = embed_uint8(model, gu8, batch_size=bs, device=self.device, flip=flip)
-        model.train(was)
+        qf, gf = emb.embed_uint8(qu8, bs, flip), emb.embed_uint8(gu8, bs, flip)
         self.last_features = (qf, gf)  # kept for pictures (rank lists) drawn after an evaluation
         qs, gs = self.dataset.query, self.dataset.gallery
         res = evaluate(qf.float().cpu(), gf.float().cpu(),
@@ -372,11 +348,6 @@ class Trainer:
                        np.array([r.camid for r in qs]), np.array([r.camid for r in gs]),
                        metric=self.cfg.eval.metric, rerank=self.cfg.eval.rerank, max_rank=self.cfg.eval.max_rank)
         return summarize(res)
-
-    def _autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> TrainResult:
@@ -392,12 +363,11 @@ class Trainer:
     def _fit(self) -> TrainResult:
         cfg = self.cfg
         epochs = cfg.train.epochs
-        nan_step = _env_int("REIDKIT_DEBUG_NAN_AT_STEP")
-        kill_step = _env_int("REIDKIT_DEBUG_KILL_AT_STEP")
         final: dict[str, Any] = {}
         run_start = time.perf_counter()
         epochs_run = 0
         stop = False
+        any_process = (lambda flag: all_reduce_flag(self.dist, flag)) if self.dist.enabled else None
         self.model.train()
         for epoch in range(self.start_epoch, epochs):
             lr = self.schedule.apply(self.optimizer, epoch)
@@ -425,55 +395,34 @@ class Trainer:
                 data_wait += time.perf_counter() - t0
                 if cfg.train.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                pids_dev = pids.to(self.device, non_blocking=True)
-                with self._autocast():
-                    outputs = self.model(x)
-                    losses = self.core.compute_losses(outputs, pids_dev, epoch)
-                if nan_step is not None and self.global_step == nan_step:
-                    first = next(iter(losses))
-                    losses[first] = losses[first] * float("nan")
-                total = sum(v.float() for v in losses.values())
-                bad = not bool(torch.isfinite(total).item())
-                if self.dist.enabled:
-                    bad = all_reduce_flag(self.dist, bad)
-                if bad:
-                    self._non_finite(losses, epoch, step_in_epoch, pids)
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(total).backward()
-                    if cfg.optim.grad_clip is not None:
-                        self.scaler.unscale_(self.optimizer)
-                        nn.utils.clip_grad_norm_(self.core.parameters(), cfg.optim.grad_clip)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    total.backward()
-                    if cfg.optim.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(self.core.parameters(), cfg.optim.grad_clip)
-                    self.optimizer.step()
+                try:
+                    result = train_step(self.model, self.core, self.optimizer, x, pids.to(self.device, non_blocking=True),
+                                        epoch, step=self.global_step, autocast_dtype=self.amp_dtype,
+                                        scaler=self.scaler, grad_clip=cfg.optim.grad_clip, hooks=self.hooks,
+                                        any_process=any_process)
+                except NonFiniteLoss as exc:
+                    self._non_finite(exc, epoch, step_in_epoch, pids)
                 self.global_step += 1
                 step_in_epoch += 1
                 steps += 1
                 images += int(x.shape[0]) * self.dist.world_size
-                values = {k: float(v.detach()) for k, v in losses.items()}
-                values["loss"] = float(total.detach())
-                for k, v in values.items():
+                for k, v in result.losses.items():
                     sums[k] = sums.get(k, 0.0) + v
-                for k, v in self.core.diagnostics(outputs).items():
+                for k, v in result.diagnostics.items():
                     acc = diag_sums.setdefault(k, [0.0, 0])
-                    acc[0] += float(v)
+                    acc[0] += v
                     acc[1] += 1
                 if bar is not None:
                     elapsed = time.perf_counter() - t_epoch
-                    bar.set_postfix(loss=f"{values['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
+                    bar.set_postfix(loss=f"{result.losses['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
                     bar.update(1)
                 if self.dist.is_main and self.global_step % cfg.train.log_every == 0:
-                    self.log.step(self.global_step, {**values, "lr": lr})
+                    self.log.step(self.global_step, {**result.losses, "lr": lr})
                 if cfg.train.save_every_steps and self.global_step % cfg.train.save_every_steps == 0 \
                         and step_in_epoch < n_batches:
                     self.save(epoch, step_in_epoch)
-                if kill_step is not None and self.global_step == kill_step:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                for hook in self.hooks:
+                    hook.after_step(self.global_step)
             if bar is not None:
                 bar.close()
             self.skip_batches = 0
@@ -530,9 +479,8 @@ class Trainer:
         barrier(self.dist)
         return TrainResult(self.run_dir, final, self.best, epochs_run, self.core, list(self.log.history))
 
-    def _non_finite(self, losses: dict[str, Tensor], epoch: int, step: int, pids: Tensor) -> None:
-        names = [k for k, v in losses.items() if not bool(torch.isfinite(v.detach().float()).all())]
-        term = ", ".join(f"{k}={float(losses[k].detach()):g}" for k in names) or "another process's loss"
+    def _non_finite(self, exc: NonFiniteLoss, epoch: int, step: int, pids: Tensor) -> None:
+        term = str(exc)
         ids = sorted({int(p) for p in pids.tolist()})
         ckpt = self.run_dir / "checkpoint.pt"
         where = f"; last good checkpoint {ckpt} kept, resume with --resume" if ckpt.exists() else \
@@ -564,11 +512,17 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def train(cfg: RunConfig, *, resume: bool = False, dataset: Any = None, quiet: bool = False) -> TrainResult:
-    """Train with ``cfg`` (under ``torchrun``: one process of a DDP group); the process group is torn down after."""
+def train(cfg: RunConfig, *, resume: bool = False, dataset: Any = None, quiet: bool = False,
+          hooks: Sequence[StepHook] = ()) -> TrainResult:
+    """Train with ``cfg`` (under ``torchrun``: one process of a DDP group); the process group is torn down after.
+
+    ``hooks`` watch the steps (``reidkit.engine.step.StepHook``); the test hooks named in the environment
+    (``reidkit.engine.step.hooks_from_env``) are added to them.
+    """
     info = init_distributed(cfg.train.device)
     try:
-        trainer = Trainer(cfg, resume=resume, dataset=dataset, dist_info=info, quiet=quiet)
+        trainer = Trainer(cfg, resume=resume, dataset=dataset, dist_info=info, quiet=quiet,
+                          hooks=[*hooks, *hooks_from_env()])
         return trainer.fit()
     finally:
         cleanup(info)

@@ -1,7 +1,7 @@
 """Fixtures for the inference tests: a tiny synthetic dataset and briefly trained tiny models.
 
-"Briefly trained" = three SGD steps of the model's own ``compute_losses`` on the synthetic train split,
-with a ResNet-18 backbone at a 64×32 input so every test stays fast on a CPU.
+"Briefly trained" = three SGD steps (:func:`reidkit.engine.step.train_step`, the trainer's step) on the
+synthetic train split, with a ResNet-18 backbone at a 64×32 input so every test stays fast on a CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ def train_briefly(name: str, root: Path, seed: int = 0, steps: int = 3, **option
     from reidkit.data.augment import normalize
     from reidkit.data.cache import decode_images
     from reidkit.data.synthetic import parse_name
+    from reidkit.engine.step import train_step
     from reidkit.models import build
 
     paths = sorted(str(p) for p in (root / "bounding_box_train").glob("*.jpg"))
@@ -33,12 +34,8 @@ def train_briefly(name: str, root: Path, seed: int = 0, steps: int = 3, **option
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     x = normalize(u8)
-    for _ in range(steps):
-        losses = model.compute_losses(model(x), labels, epoch=0)
-        total = sum(losses.values())
-        opt.zero_grad()
-        total.backward()
-        opt.step()
+    for step in range(steps):
+        train_step(model, model, opt, x, labels, 0, step=step)
     return model.eval()
 
 
