@@ -63,28 +63,12 @@ def make_data(size: str, seed: int = 0, noise: str = "hard"):  # type: ignore[no
 
 
 def numpy_eval(qf, gf, q_pids, g_pids, q_cams, g_cams, max_rank=50):  # type: ignore[no-untyped-def]
-    """The straightforward version: full distance matrix, full argsort, per-query loop (torchreid-style)."""
-    import numpy as np
+    """The straightforward version (:mod:`reidkit.eval.reference`): full distance matrix, stable argsort of
+    every row, per-query loop."""
+    from reidkit.eval.reference import dense_distance, dense_evaluate
 
-    q, g = qf.numpy(), gf.numpy()
-    dist = (q * q).sum(1)[:, None] + (g * g).sum(1)[None, :] - 2 * q @ g.T
-    indices = np.argsort(dist, axis=1, kind="stable")
-    matches = g_pids[indices] == q_pids[:, None]
-    aps, inps, cmcs = [], [], []
-    for i in range(len(q_pids)):
-        order = indices[i]
-        keep = ~((g_pids[order] == q_pids[i]) & (g_cams[order] == q_cams[i]))
-        raw = matches[i][keep]
-        if not raw.any():
-            continue
-        cmc = raw.cumsum()
-        cmc[cmc > 1] = 1
-        cmcs.append(cmc[:max_rank])
-        pos = np.nonzero(raw)[0]
-        inps.append(len(pos) / (pos[-1] + 1))
-        prec = raw.cumsum() / np.arange(1, len(raw) + 1)
-        aps.append((prec * raw).sum() / raw.sum())
-    return {"mAP": float(np.mean(aps)), "mINP": float(np.mean(inps)), "R1": float(np.mean([c[0] for c in cmcs]))}
+    r = dense_evaluate(dense_distance(qf.numpy(), gf.numpy()), q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
+    return {"mAP": r["mAP"], "mINP": r["mINP"], "R1": float(r["cmc"][0])}
 
 
 def child(case: str, size: str, subset: int, noise: str = "hard") -> dict:

@@ -1,6 +1,6 @@
 """Evaluation: distances, Market-protocol metrics, CUHK03 single-shot CMC, multi-query, re-ranking, search.
 
-Main entry point: :func:`evaluate` (features in, metrics dict out), processed in query blocks so
+Main entry point: ``evaluate`` (features in, metrics dict out), processed in query blocks so
 MSMT17-size problems fit in a few GB.
 """
 
@@ -13,12 +13,13 @@ import torch
 from reidkit.errors import ReidkitError
 from reidkit.eval.cuhk03 import average_cmc, cuhk03_single_shot_cmc, cuhk03_single_shot_cmc_feats, rank_k
 from reidkit.eval.distance import all_finite, iter_distance_blocks, pairwise_distance
-from reidkit.eval.metrics import check_ap_mode, check_labels, evaluate_blocks, evaluate_distmat
+from reidkit.eval.knn import faiss_available, k_nearest
+from reidkit.eval.metrics import RankStrategy, check_ap_mode, check_labels, evaluate_blocks, evaluate_distmat
 from reidkit.eval.multiquery import group_features, pool_multi_query
 from reidkit.eval.rerank import rerank_blocks, rerank_distance
-from reidkit.eval.search import faiss_available, topk_search
 
 __all__ = [
+    "RankStrategy",
     "average_cmc",
     "check_features",
     "cuhk03_single_shot_cmc",
@@ -29,17 +30,17 @@ __all__ = [
     "faiss_available",
     "group_features",
     "iter_distance_blocks",
+    "k_nearest",
     "pairwise_distance",
     "pool_multi_query",
     "rank_k",
     "rerank_blocks",
     "rerank_distance",
-    "topk_search",
 ]
 
 
 def check_features(feats: Any, name: str) -> torch.Tensor:
-    """``feats`` as a non-empty, finite 2-D float tensor, else :class:`ReidkitError` naming ``name``."""
+    """``feats`` as a non-empty, finite 2-D float tensor, else ``ReidkitError`` naming ``name``."""
     t = feats if isinstance(feats, torch.Tensor) else torch.as_tensor(feats)
     if t.dim() != 2:
         raise ReidkitError(f"{name}: expected a 2-D N×D array, got shape {tuple(t.shape)}")
@@ -70,6 +71,7 @@ def evaluate(
     ignore: Any = None,
     chunk_size: int | None = None,
     per_query: bool = False,
+    strategy: str | RankStrategy | None = None,
 ) -> dict[str, Any]:
     """mAP, CMC (length ``max_rank``), mINP under the Market-1501 protocol, from features.
 
@@ -77,7 +79,8 @@ def evaluate(
     ``per_query`` also ``"ap_per_query"``, NaN for skipped queries). ``rerank`` applies k-reciprocal
     re-ranking (k1, k2, lambda_value) first; ``ignore`` is a bool mask (G,) or (Q, G) of gallery items
     to leave out of the ranking (e.g. pid -1 junk). ``chunk_size`` query rows are ranked at a time
-    (default: blocks of about 64M distances, see :func:`reidkit.eval.distance.block_rows`).
+    (default: blocks of about 64M distances, see ``reidkit.eval.distance.block_rows``); ``strategy``
+    chooses how ranks are counted (``reidkit.eval.metrics.RankStrategy``: the same result, another speed).
     """
     q = check_features(query_feats, "query features")
     g = check_features(gallery_feats, "gallery features")
@@ -96,4 +99,4 @@ def evaluate(
         # squared Euclidean ranks exactly like Euclidean and skips the square root
         blocks = iter_distance_blocks(q, g, "sqeuclidean" if metric == "euclidean" else metric, chunk_size)
     return evaluate_blocks(blocks, qp, gp, qc, gc, ap=ap, max_rank=max_rank, ignore=ignore,
-                           per_query=per_query)
+                           per_query=per_query, strategy=strategy)

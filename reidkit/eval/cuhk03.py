@@ -5,7 +5,7 @@ reproducible); each query is ranked against that one-shot gallery and the CMC is
 queries whose true match is within rank k. Gallery items with the query's pid and camera are left
 out before drawing (in 1367/100 queries and gallery come from different camera views, so normally
 none are). Queries without a valid match are skipped. Mancs Table 3 reports rank 1/5/10 of the mean
-over the 20 splits (:func:`average_cmc`).
+over the 20 splits (``average_cmc``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def cuhk03_single_shot_cmc_feats(
     seed: int = 0,
     max_rank: int = 50,
 ) -> np.ndarray:
-    """:func:`cuhk03_single_shot_cmc` from features (distances computed with ``metric``)."""
+    """``cuhk03_single_shot_cmc`` from features (distances computed with ``metric``)."""
     d = pairwise_distance(torch.as_tensor(query_feats), torch.as_tensor(gallery_feats), metric)
     return cuhk03_single_shot_cmc(d, query_pids, gallery_pids, query_camids, gallery_camids,
                                   repeats=repeats, seed=seed, max_rank=max_rank)

@@ -7,7 +7,7 @@ Metrics:
 - ``"cosine"``: ``1 - cos(q, g)`` after L2-normalising both sides (range [0, 2]).
 
 Everything runs on the features' device in the features' floating dtype (float16/bfloat16 are
-promoted to float32). :func:`iter_distance_blocks` yields ``(row_slice, block)`` pairs so a caller
+promoted to float32). ``iter_distance_blocks`` yields ``(row_slice, block)`` pairs so a caller
 never holds more than ``chunk_size × G`` distances at once.
 """
 
@@ -34,15 +34,16 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
-def slice_rows(block: torch.Tensor) -> int:
-    """Rows per cache-sized slice of a B×G ``block`` (:data:`SLICE_ELEMENTS` on CPU; the whole block elsewhere)."""
+def slice_rows(block: torch.Tensor, elements: int | None = None) -> int:
+    """Rows per cache-sized slice of a B×G ``block``: about ``elements`` distances (default
+    ``SLICE_ELEMENTS``) on CPU, the whole block elsewhere."""
     if block.device.type != "cpu":
         return max(block.shape[0], 1)
-    return max(1, SLICE_ELEMENTS // max(block.shape[1], 1))
+    return max(1, (elements or SLICE_ELEMENTS) // max(block.shape[1], 1))
 
 
 def block_rows(num_cols: int, chunk_size: int | None = None) -> int:
-    """Rows per block: ``chunk_size`` if given, else about :data:`BLOCK_ELEMENTS` / ``num_cols``."""
+    """Rows per block: ``chunk_size`` if given, else about ``BLOCK_ELEMENTS`` / ``num_cols``."""
     if chunk_size is None:
         return max(1, BLOCK_ELEMENTS // max(num_cols, 1))
     if chunk_size < 1:
@@ -51,7 +52,7 @@ def block_rows(num_cols: int, chunk_size: int | None = None) -> int:
 
 
 def check_metric(metric: str) -> str:
-    """Return ``metric`` if it is one of :data:`METRICS`, else raise :class:`ReidkitError`."""
+    """Return ``metric`` if it is one of ``METRICS``, else raise ``ReidkitError``."""
     if metric not in METRICS:
         raise ReidkitError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
     return metric
@@ -70,7 +71,7 @@ def as_float_features(x: object, name: str = "features") -> torch.Tensor:
 
 
 def prepare(q: torch.Tensor, g: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features ready for :func:`distance_block`: same dtype/device, normalised for cosine."""
+    """Features ready for ``distance_block``: same dtype/device, normalised for cosine."""
     check_metric(metric)
     q = as_float_features(q, "query features")
     g = as_float_features(g, "gallery features").to(device=q.device)
@@ -106,7 +107,7 @@ def distance_block(
     """Distances between prepared rows ``q`` (B×D) and ``g`` (G×D) as a B×G tensor.
 
     ``g_sqnorm`` (G,) may be passed to avoid recomputing the gallery's squared norms per block.
-    For ``cosine`` the inputs must already be L2-normalised (see :func:`prepare`).
+    For ``cosine`` the inputs must already be L2-normalised (see ``prepare``).
     """
     d = matmul_t(-q if metric == "cosine" else -2.0 * q, g)  # scaling by -1 or -2 is exact
     if metric != "cosine" and g_sqnorm is None:
@@ -133,7 +134,7 @@ def iter_distance_blocks(
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield ``(row_slice, block)`` with ``block = distance(query[row_slice], gallery)``.
 
-    ``chunk_size`` rows at a time (``None``: see :func:`block_rows`).
+    ``chunk_size`` rows at a time (``None``: see ``block_rows``).
     """
     step = block_rows(len(gallery), chunk_size)
     q, g = prepare(query, gallery, metric)
@@ -149,7 +150,7 @@ def pairwise_distance(
     metric: str = "euclidean",
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """The full Q×G distance matrix, filled ``chunk_size`` query rows at a time (``None``: see :func:`block_rows`)."""
+    """The full Q×G distance matrix, filled ``chunk_size`` query rows at a time (``None``: see ``block_rows``)."""
     step = block_rows(len(gallery), chunk_size)
     q, g = prepare(query, gallery, metric)
     out = torch.empty((q.shape[0], g.shape[0]), dtype=q.dtype, device=q.device)

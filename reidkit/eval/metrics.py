@@ -32,6 +32,7 @@ slices small enough for these passes to run in cache.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,42 @@ from reidkit.errors import ReidkitError
 from reidkit.eval.distance import all_finite, slice_rows
 
 AP_MODES = ("noninterp", "official")
-# sort the candidates when they are at most about this share of a block, else count them in bins (match_ranks)
-SORT_FRACTION = 0.04
-# bins per row for the histogram strategy (at most), and the share of a block that may need an exact
-# comparison before the sort strategy is used instead (many equal distances)
-MAX_BINS = 16384
-EXACT_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class RankStrategy:
+    """How ``match_ranks`` counts ranks. Every strategy gives identical results; they differ in speed.
+
+    - ``sort_fraction``: the candidates (kept items no farther than a row's hardest match) are sorted when they
+      are at most about this share of a block, else counted in distance bins (``inf``: always sort; 0: bins
+      whenever possible);
+    - ``max_bins``: bins per row for the histogram (at most);
+    - ``exact_fraction``: the share of a block that may need an exact comparison before the sort is used
+      instead (many equal distances);
+    - ``slice_elements``: queries are ranked in row slices of about this many distances (None:
+      ``reidkit.eval.distance.SLICE_ELEMENTS``, sized for the CPU cache).
+    """
+
+    sort_fraction: float = 0.04
+    max_bins: int = 16384
+    exact_fraction: float = 0.25
+    slice_elements: int | None = None
+
+
+# by name: "auto" picks per block by cost; "sort" and "bins" force one strategy (tests, benchmarks)
+STRATEGIES = {"auto": RankStrategy(), "sort": RankStrategy(sort_fraction=float("inf")),
+              "bins": RankStrategy(sort_fraction=0.0, exact_fraction=1.0)}
+
+
+def rank_strategy(strategy: str | RankStrategy | None) -> RankStrategy:
+    """A ``RankStrategy`` from itself, one of the names of ``STRATEGIES``, or None ("auto")."""
+    if strategy is None:
+        return STRATEGIES["auto"]
+    if isinstance(strategy, RankStrategy):
+        return strategy
+    if strategy not in STRATEGIES:
+        raise ReidkitError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)} or a RankStrategy")
+    return STRATEGIES[strategy]
 
 
 def as_labels(x: Any, name: str) -> torch.Tensor:
@@ -123,6 +154,7 @@ def match_ranks(
     junk_rows: torch.Tensor,
     junk_cols: torch.Tensor,
     ignore: torch.Tensor | None = None,
+    strategy: RankStrategy | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks of every match among the kept gallery items, for a block of B queries.
 
@@ -142,7 +174,7 @@ def match_ranks(
     no farther than each row's hardest match (good features), only those are sorted; otherwise
     (hard queries, whose last match sits deep in the gallery) the kept items are counted in a
     per-row histogram of distance bins and only the items sharing a bin with a match are compared
-    with it (see :func:`_ranks_by_bins`). Both give identical ranks (tested against brute force).
+    with it (see ``_ranks_by_bins``). Both give identical ranks (tested against brute force).
     """
     B = dist.shape[0]
     dev = dist.device
@@ -155,8 +187,9 @@ def match_ranks(
     # the share of items no farther than the row's hardest match, estimated on every 16th column
     # (it only picks the faster strategy)
     sample = dist[:, ::16]
-    if int(torch.count_nonzero(sample <= hardest.unsqueeze(1))) > SORT_FRACTION * sample.numel():
-        ranks = _ranks_by_bins(dist, hardest, pos_rows, pos_cols, junk_rows, junk_cols, ignore, npos, M)
+    strategy = strategy or STRATEGIES["auto"]
+    if int(torch.count_nonzero(sample <= hardest.unsqueeze(1))) > strategy.sort_fraction * sample.numel():
+        ranks = _ranks_by_bins(dist, hardest, pos_rows, pos_cols, junk_rows, junk_cols, ignore, npos, M, strategy)
         if ranks is not None:
             return ranks, npos
     cand = dist <= hardest.unsqueeze(1)
@@ -192,7 +225,7 @@ def _ranks_by_sort(dist: torch.Tensor, cand: torch.Tensor, pos_rows: torch.Tenso
 
 def _ranks_by_bins(dist: torch.Tensor, hardest: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor, junk_rows: torch.Tensor,
                    junk_cols: torch.Tensor, ignore: torch.Tensor | None, npos: torch.Tensor,
-                   M: int) -> torch.Tensor | None:
+                   M: int, strategy: RankStrategy) -> torch.Tensor | None:
     """Ranks from a per-row histogram of distance bins; ``None`` when too many items share a match's bin.
 
     A distance falls in bin ``trunc(min((d - row_min) * scale, K))`` with ``hardest`` (B,), the row's
@@ -204,7 +237,7 @@ def _ranks_by_bins(dist: torch.Tensor, hardest: torch.Tensor, pos_rows: torch.Te
     """
     B, G = dist.shape
     dev = dist.device
-    K = max(2, min(G // 4, MAX_BINS))
+    K = max(2, min(G // 4, strategy.max_bins))
     stride = K + 1  # slot K of each row collects the items that precede no match: junk, ignored, farther
     # the bins span [row minimum, row's hardest match]; what maps beyond bin K-1 is farther than every match
     lo = dist.amin(1)
@@ -229,7 +262,7 @@ def _ranks_by_bins(dist: torch.Tensor, hardest: torch.Tensor, pos_rows: torch.Te
     marked[mk] = True
     share = marked.index_select(0, flat).view(B, G)  # items in a bin that holds a match (matches included)
     sr, sc = share.nonzero(as_tuple=True)
-    if len(sr) > EXACT_FRACTION * B * G:
+    if len(sr) > strategy.exact_fraction * B * G:
         return None
     sk, sd = key[sr, sc].long(), dist[sr, sc]
     del share, flat, key
@@ -259,7 +292,7 @@ def _ranks_by_bins(dist: torch.Tensor, hardest: torch.Tensor, pos_rows: torch.Te
 class MetricAccumulator:
     """Running sums of AP, INP and the first-match rank histogram over query blocks.
 
-    Built once per gallery (its pids and camids); :meth:`add_block` takes B×G distance blocks.
+    Built once per gallery (its pids and camids); ``add_block`` takes B×G distance blocks.
     """
 
     def __init__(
@@ -269,12 +302,14 @@ class MetricAccumulator:
         max_rank: int = 50,
         ap_mode: str = "noninterp",
         per_query: bool = False,
+        strategy: str | RankStrategy | None = None,
     ) -> None:
         if max_rank < 1:
             raise ReidkitError(f"max_rank: expected a positive integer, got {max_rank}")
         self.max_rank = max_rank
         self.ap_mode = check_ap_mode(ap_mode)
         self.per_query = per_query
+        self.strategy = rank_strategy(strategy)
         self.g_pids = gallery_pids
         self.g_cams = gallery_camids
         self.g_order = torch.argsort(gallery_pids, stable=True)
@@ -307,7 +342,7 @@ class MetricAccumulator:
         if ignore is not None:
             ignore = ignore.to(dev)
             ignore = ignore.unsqueeze(0) if ignore.dim() == 1 else ignore
-        step = slice_rows(dist)  # cache-sized on CPU
+        step = slice_rows(dist, self.strategy.slice_elements)  # cache-sized on CPU
         for s in range(0, dist.shape[0], step):
             sl = slice(s, s + step)
             ign = ignore if ignore is None or ignore.shape[0] == 1 else ignore[sl]
@@ -315,14 +350,14 @@ class MetricAccumulator:
 
     def _add_slice(self, dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor,
                    ign: torch.Tensor | None) -> None:
-        """:meth:`add_block` for a slice of rows (``ign``: None, (1, G) or (B, G) on the device)."""
+        """``add_block`` for a slice of rows (``ign``: None, (1, G) or (B, G) on the device)."""
         rows, cols = same_pid_pairs(q_pids, self.g_order, self.g_sorted)
         junk = q_cams[rows] == self.g_cams[cols]
         if ign is not None:
             pos = ~junk & ~(ign[0, cols] if ign.shape[0] == 1 else ign[rows, cols])
         else:
             pos = ~junk
-        ranks, npos = match_ranks(dist, rows[pos], cols[pos], rows[junk], cols[junk], ign)
+        ranks, npos = match_ranks(dist, rows[pos], cols[pos], rows[junk], cols[junk], ign, self.strategy)
         self.num_queries += dist.shape[0]
         valid = npos > 0
         ap_full = np.full(dist.shape[0], np.nan)
@@ -382,11 +417,13 @@ def evaluate_blocks(
     max_rank: int = 50,
     ignore: Any = None,
     per_query: bool = False,
+    strategy: str | RankStrategy | None = None,
 ) -> dict[str, Any]:
-    """Metrics from a stream of ``(row_slice, B×G distance block)`` covering every query row once."""
+    """Metrics from a stream of ``(row_slice, B×G distance block)`` covering every query row once; ``strategy``
+    chooses how ranks are counted (``RankStrategy``; the result is the same)."""
     qp, gp, qc, gc = check_labels(query_pids, gallery_pids, query_camids, gallery_camids)
     ign = check_ignore(ignore, len(qp), len(gp))
-    acc = MetricAccumulator(gp, gc, max_rank=max_rank, ap_mode=ap, per_query=per_query)
+    acc = MetricAccumulator(gp, gc, max_rank=max_rank, ap_mode=ap, per_query=per_query, strategy=strategy)
     covered = 0
     for sl, block in blocks:
         if block.shape[1] != len(gp):
@@ -411,6 +448,7 @@ def evaluate_distmat(
     ignore: Any = None,
     chunk_size: int = 1024,
     per_query: bool = False,
+    strategy: str | RankStrategy | None = None,
 ) -> dict[str, Any]:
     """mAP / CMC / mINP from a precomputed Q×G distance matrix (tensor or array), in row blocks."""
     d = distmat if isinstance(distmat, torch.Tensor) else torch.as_tensor(np.asarray(distmat))
@@ -430,5 +468,5 @@ def evaluate_distmat(
 
     return evaluate_blocks(
         blocks(), query_pids, gallery_pids, query_camids, gallery_camids,
-        ap=ap, max_rank=max_rank, ignore=ignore, per_query=per_query,
+        ap=ap, max_rank=max_rank, ignore=ignore, per_query=per_query, strategy=strategy,
     )

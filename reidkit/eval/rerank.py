@@ -19,7 +19,7 @@ neighbour lists and sparse structures:
    through the inverted (CSC) index of V, and ``final = jaccard·(1-λ) + original·λ``.
 
 Memory is O(N·k + nnz(V) + block×G); nothing of size N² or Q×G is held unless
-:func:`rerank_distance` is asked for the full matrix.
+``rerank_distance`` is asked for the full matrix.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _base_block(a: torch.Tensor, b: torch.Tensor, metric: str, b_sq: torch.Tenso
 
 def _base_pairs(feats: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                 metric: str, chunk: int = 16384) -> torch.Tensor:
-    """Base distance for index pairs (rows[t], cols[t]), same formula as :func:`_base_block`."""
+    """Base distance for index pairs (rows[t], cols[t]), same formula as ``_base_block``."""
     out = torch.empty(len(rows), dtype=feats.dtype, device=feats.device)
     for s in range(0, len(rows), chunk):
         r, c = rows[s : s + chunk], cols[s : s + chunk]
@@ -271,7 +271,7 @@ def rerank_distance(
     lambda_value: float = 0.3,
     block_size: int = 512,
 ) -> torch.Tensor:
-    """The full Q×G re-ranked distance matrix (float32). For large problems use :func:`rerank_blocks`."""
+    """The full Q×G re-ranked distance matrix (float32). For large problems use ``rerank_blocks``."""
     parts = [
         blk for _sl, blk in rerank_blocks(
             query_feats, gallery_feats, metric=metric, k1=k1, k2=k2,

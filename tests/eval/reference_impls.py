@@ -1,52 +1,9 @@
-"""Test-only dense references written from the published algorithms (not used by reidkit itself)."""
+"""Test-only dense references written from the published algorithms (not used by reidkit itself); the
+evaluator's dense reference is :mod:`reidkit.eval.reference`."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def dense_market_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, ignore=None, ap="noninterp"):
-    """Straightforward per-query loop over a stable argsort (the Market-1501 protocol)."""
-    distmat = np.asarray(distmat, dtype=np.float64)
-    aps, inps, cmcs = [], [], []
-    for i in range(distmat.shape[0]):
-        order = np.argsort(distmat[i], kind="stable")
-        junk = (g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i])
-        if ignore is not None:
-            ig = ignore if ignore.ndim == 1 else ignore[i]
-            junk |= ig[order]
-        good = (g_pids[order] == q_pids[i]) & ~junk
-        raw = good[~junk].astype(np.int64)
-        if not raw.any():
-            continue
-        m = raw.sum()
-        first = np.argmax(raw)
-        c = np.zeros(max_rank)
-        c[first:] = 1.0
-        cmcs.append(c)
-        hit_pos = np.nonzero(raw)[0]
-        inps.append(m / (hit_pos[-1] + 1))
-        if ap == "noninterp":
-            aps.append(sum((j + 1) / (p + 1) for j, p in enumerate(hit_pos)) / m)
-        else:  # walk as compute_AP.m does
-            old_recall, old_precision, a, hits = 0.0, 1.0, 0.0, 0
-            for n, flag in enumerate(raw):
-                hits += int(flag)
-                recall = hits / m
-                precision = hits / (n + 1)
-                a += (recall - old_recall) * ((old_precision + precision) / 2)
-                old_recall, old_precision = recall, precision
-                if hits == m:
-                    break
-            aps.append(a)
-    if not aps:
-        return {"mAP": float("nan"), "mINP": float("nan"), "cmc": np.zeros(max_rank), "num_valid_queries": 0}
-    return {
-        "mAP": float(np.mean(aps)),
-        "mINP": float(np.mean(inps)),
-        "cmc": np.mean(cmcs, axis=0),
-        "num_valid_queries": len(aps),
-    }
 
 
 def dense_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):

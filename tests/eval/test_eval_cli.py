@@ -103,7 +103,6 @@ def _tiny_market(root: Path) -> Path:
     base = root / "Market-1501-v15.09.15"
     for sub in ("bounding_box_train", "bounding_box_test", "query", "gt_bbox"):
         (base / sub).mkdir(parents=True)
-    img = Image.new("RGB", (8, 16), (120, 30, 60))
     names = {
         "bounding_box_train": ["0002_c1s1_000001_01.jpg", "0002_c2s1_000001_01.jpg"],
         "query": ["0005_c1s1_000001_00.jpg", "0006_c2s1_000001_00.jpg"],
@@ -112,47 +111,43 @@ def _tiny_market(root: Path) -> Path:
         "gt_bbox": ["0005_c1s1_000001_00.jpg", "0005_c1s1_000009_00.jpg", "0006_c2s1_000001_00.jpg"],
     }
     for sub, files in names.items():
-        for n in files:
-            img.save(base / sub / n)
+        for n in files:  # the colour encodes the identity, so a model of the mean colour matches identities
+            pid = abs(int(n.split("_")[0]))
+            Image.new("RGB", (8, 16), (40 * pid % 256, 30, 60)).save(base / sub / n)
     return root
 
 
 def test_checkpoint_path_with_faked_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        import reidkit.engine.features as features_mod
-        import reidkit.models.io as io_mod
-        from reidkit.data import datasets  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the other packages being present
-        pytest.skip(f"checkpoint path needs reidkit.models.io / reidkit.engine.features: {exc}")
+    import reidkit.models.io as io_mod
 
-    class FakeModel:
+    class FakeModel(torch.nn.Module):
+        """The mean colour of the crop: equal for equal identities in :func:`_tiny_market`."""
+
         input_size = (16, 8)
+        embedding_dim = 3
+        name = "fake"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))
 
     def fake_load_model(path, device="cpu"):
         assert str(path).endswith("model.safetensors")
         return FakeModel()
 
-    def fake_extract(model, paths, input_size, batch_size=128, device="cpu", flip=False, **kw):
-        assert tuple(input_size) == (16, 8)
-        rows = []
-        for p in paths:
-            pid = int(Path(p).name.split("_")[0])
-            rows.append([float(pid), float(len(Path(p).name) % 3)])
-        return torch.tensor(rows), []
-
     monkeypatch.setattr(io_mod, "load_model", fake_load_model)
-    monkeypatch.setattr(features_mod, "extract_features", fake_extract)
     root = _tiny_market(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
     saved = tmp_path / "feats.safetensors"
-    rc = main(["eval", "--checkpoint", str(tmp_path / "model.safetensors"), "--dataset", "market1501",
-               "--root", str(root), "--json", "--save-features", str(saved), "--option", "verify_images=false"])
-    assert rc == 0
+    common = ["--checkpoint", str(tmp_path / "model.safetensors"), "--dataset", "market1501", "--root", str(root),
+              "--json", "--option", "verify_images=false", "--engine", "torch", "--no-progress"]
+    assert main(["eval", *common, "--save-features", str(saved)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["num_queries"] == 2 and out["num_valid_queries"] == 2
-    assert out["cmc"][0] == 1.0
+    assert out["cmc"][0] == 1.0 and out["mAP"] == 1.0
     assert saved.is_file()
-    rc = main(["eval", "--checkpoint", str(tmp_path / "model.safetensors"), "--dataset", "market1501",
-               "--root", str(root), "--json", "--multi-query", "mean", "--option", "verify_images=false"])
-    assert rc == 0
+    # the saved features give the same metrics
+    assert main(["eval", "--features", str(saved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mAP"] == 1.0
+    assert main(["eval", *common, "--multi-query", "mean"]) == 0
     assert json.loads(capsys.readouterr().out)["num_valid_queries"] == 2

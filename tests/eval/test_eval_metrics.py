@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reference_impls import dense_market_eval
-
 from reidkit.errors import ReidkitError
-from reidkit.eval import evaluate, evaluate_distmat, pairwise_distance
+from reidkit.eval import RankStrategy, evaluate, evaluate_distmat, pairwise_distance
+from reidkit.eval.reference import dense_evaluate
 
 
 def _one_query():
@@ -113,14 +108,13 @@ def test_shape_and_label_errors() -> None:
         evaluate_distmat(np.zeros((2, 2)), [1, 2, 3], [1, 2], [0, 0, 0], [1, 1])
 
 
-# module settings that force each rank strategy: sort the candidates; count in bins (fine, and so
-# coarse that many items and matches share a bin), never falling back to sorting
-STRATEGIES = {
-    "sort": [("metrics", "SORT_FRACTION", 1.0)],
-    "bins": [("metrics", "SORT_FRACTION", 0.0), ("metrics", "EXACT_FRACTION", 1.0)],
-    "coarse-bins": [("metrics", "SORT_FRACTION", 0.0), ("metrics", "EXACT_FRACTION", 1.0),
-                    ("metrics", "MAX_BINS", 2)],
-    "small-slices": [("distance", "SLICE_ELEMENTS", 7)],
+# each rank strategy: sort the candidates; count in bins (fine, and so coarse that many items and matches
+# share a bin), never falling back to sorting; one-row ranking slices
+STRATEGIES: dict[str, str | RankStrategy] = {
+    "sort": "sort",
+    "bins": "bins",
+    "coarse-bins": RankStrategy(sort_fraction=0.0, exact_fraction=1.0, max_bins=2),
+    "small-slices": RankStrategy(slice_elements=7),
 }
 
 
@@ -136,21 +130,11 @@ STRATEGIES = {
     chunk=st.integers(1, 5),
 )
 def test_matches_brute_force_with_ties(strategy, seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
-    """Every rank strategy equals the brute force, with many exact ties (levels > 0) or none (0)."""
-    from reidkit.eval import distance, metrics
-
-    modules = {"metrics": metrics, "distance": distance}
-    saved = [(modules[mod], name, getattr(modules[mod], name)) for mod, name, _ in STRATEGIES[strategy]]
-    try:
-        for mod, name, value in STRATEGIES[strategy]:
-            setattr(modules[mod], name, value)
-        _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk)
-    finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
+    """Every rank strategy equals the dense reference, with many exact ties (levels > 0) or none (0)."""
+    _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk, STRATEGIES[strategy])
 
 
-def _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk) -> None:
+def _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk, strategy) -> None:
     rng = np.random.default_rng(seed)
     if levels:
         dist = rng.integers(0, levels, (nq, ng)).astype(np.float64)  # many exact ties
@@ -163,9 +147,10 @@ def _check_against_brute_force(seed, nq, ng, levels, ap, ignore_kind, chunk) -> 
         ignore = rng.random(ng) < 0.2
     elif ignore_kind == "pair":
         ignore = rng.random((nq, ng)) < 0.2
-    ref = dense_market_eval(dist, qp, gp, qc, gc, max_rank=10, ignore=ignore, ap=ap)
+    ref = dense_evaluate(dist, qp, gp, qc, gc, max_rank=10, ignore=ignore, ap=ap)
     try:
-        ours = evaluate_distmat(dist, qp, gp, qc, gc, max_rank=10, ignore=ignore, ap=ap, chunk_size=chunk)
+        ours = evaluate_distmat(dist, qp, gp, qc, gc, max_rank=10, ignore=ignore, ap=ap, chunk_size=chunk,
+                                strategy=strategy)
     except ReidkitError:
         assert ref["num_valid_queries"] == 0
         return
@@ -182,7 +167,7 @@ def test_features_path_matches_distmat_and_is_block_invariant() -> None:
     qc, gc = torch.randint(0, 4, (40,), generator=g), torch.randint(0, 4, (150,), generator=g)
     for metric in ("euclidean", "cosine"):
         d = pairwise_distance(qf.double(), gf.double(), metric).numpy()
-        ref = dense_market_eval(d, qp.numpy(), gp.numpy(), qc.numpy(), gc.numpy(), max_rank=50)
+        ref = dense_evaluate(d, qp.numpy(), gp.numpy(), qc.numpy(), gc.numpy(), max_rank=50)
         for chunk in (1, 7, 1000):
             r = evaluate(qf, gf, qp, gp, qc, gc, metric=metric, chunk_size=chunk)
             assert r["mAP"] == pytest.approx(ref["mAP"], abs=1e-9)

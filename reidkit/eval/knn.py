@@ -1,4 +1,5 @@
-"""Top-k gallery search for large galleries: FAISS when installed, chunked exact torch otherwise.
+"""The k nearest gallery rows of each query (k-NN) for large galleries: FAISS when installed, chunked exact
+torch otherwise.
 
 Distances returned are the metric's own (``euclidean``: ‖q-g‖, ``sqeuclidean``: ‖q-g‖²,
 ``cosine``: 1-cos). Exact searches order ties by gallery index (torch path) or as FAISS does.
@@ -80,7 +81,7 @@ def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, metric: str, approxima
     return dist_t.to(q.device), torch.from_numpy(idx).long().to(q.device)
 
 
-def topk_search(
+def k_nearest(
     query: Any,
     gallery: Any,
     k: int,

@@ -1,4 +1,4 @@
-"""Top-k search (FAISS vs torch), CUHK03 single-gallery-shot CMC, Market multi-query pooling."""
+"""k nearest neighbours (FAISS vs torch), CUHK03 single-gallery-shot CMC, Market multi-query pooling."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from reidkit.errors import ReidkitError
-from reidkit.eval import average_cmc, cuhk03_single_shot_cmc, pool_multi_query, rank_k, topk_search
-from reidkit.eval import search as search_mod
+from reidkit.eval import average_cmc, cuhk03_single_shot_cmc, k_nearest, pool_multi_query, rank_k
+from reidkit.eval import knn as knn_mod
 from reidkit.eval.multiquery import group_features
 
 
@@ -16,7 +16,7 @@ from reidkit.eval.multiquery import group_features
 def test_torch_topk_matches_brute_force(metric: str) -> None:
     g = torch.Generator().manual_seed(0)
     q, gal = torch.randn(20, 8, generator=g), torch.randn(300, 8, generator=g)
-    d, i = topk_search(q, gal, 5, metric, use_faiss=False, chunk_size=7)
+    d, i = k_nearest(q, gal, 5, metric, use_faiss=False, chunk_size=7)
     from reidkit.eval import pairwise_distance
 
     full = pairwise_distance(q.double(), gal.double(), metric)
@@ -25,32 +25,32 @@ def test_torch_topk_matches_brute_force(metric: str) -> None:
     np.testing.assert_allclose(d.numpy(), full.gather(1, ref).numpy(), atol=1e-4)
 
 
-@pytest.mark.skipif(not search_mod.faiss_available(), reason="faiss is not installed")
+@pytest.mark.skipif(not knn_mod.faiss_available(), reason="faiss is not installed")
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_faiss_exact_equals_torch(metric: str) -> None:
     g = torch.Generator().manual_seed(1)
     q, gal = torch.randn(25, 16, generator=g), torch.randn(400, 16, generator=g)
-    dt, it = topk_search(q, gal, 10, metric, use_faiss=False)
-    df, i_f = topk_search(q, gal, 10, metric, use_faiss=True)
+    dt, it = k_nearest(q, gal, 10, metric, use_faiss=False)
+    df, i_f = k_nearest(q, gal, 10, metric, use_faiss=True)
     assert torch.equal(it, i_f)
     np.testing.assert_allclose(dt.numpy(), df.numpy(), atol=1e-4)
-    _da, ia = topk_search(q, gal, 10, metric, use_faiss=True, approximate="hnsw")
+    _da, ia = k_nearest(q, gal, 10, metric, use_faiss=True, approximate="hnsw")
     recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(ia, it, strict=True)])
     assert recall > 0.8
-    _di, ii = topk_search(q, gal, 10, metric, use_faiss=True, approximate=True, nlist=4, nprobe=4)
+    _di, ii = k_nearest(q, gal, 10, metric, use_faiss=True, approximate=True, nlist=4, nprobe=4)
     assert torch.equal(ii, it)  # all lists probed: exact
 
 
 def test_search_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_mod, "faiss_available", lambda: False)
+    monkeypatch.setattr(knn_mod, "faiss_available", lambda: False)
     with pytest.raises(ReidkitError, match="faiss"):
-        topk_search(torch.randn(2, 3), torch.randn(4, 3), 2, use_faiss=True)
+        k_nearest(torch.randn(2, 3), torch.randn(4, 3), 2, use_faiss=True)
     with pytest.raises(ReidkitError, match="approximate"):
-        topk_search(torch.randn(2, 3), torch.randn(4, 3), 2, approximate=True)
-    _d, i = topk_search(torch.randn(2, 3), torch.randn(4, 3), 9)  # k clipped to the gallery
+        k_nearest(torch.randn(2, 3), torch.randn(4, 3), 2, approximate=True)
+    _d, i = k_nearest(torch.randn(2, 3), torch.randn(4, 3), 9)  # k clipped to the gallery
     assert i.shape == (2, 4)
     with pytest.raises(ReidkitError, match="NaN"):
-        topk_search(torch.full((1, 3), float("nan")), torch.randn(4, 3), 2)
+        k_nearest(torch.full((1, 3), float("nan")), torch.randn(4, 3), 2)
 
 
 def _brute_single_shot(d, qp, gp, qc, gc, repeats, seed, max_rank):
