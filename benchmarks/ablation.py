@@ -118,11 +118,11 @@ def bn_check(trainer: Trainer, batches: int = 40) -> dict[str, float] | None:
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # a plain average over the batches
-        n = trainer.train_u8.shape[0]
+        cache = trainer.train_cache
         with torch.no_grad():
             for _ in range(batches):
-                idx = torch.randint(0, n, (trainer.cfg.sampler.p * trainer.cfg.sampler.k,), generator=gen)
-                model(trainer.augment(trainer.train_u8[idx], gen))
+                idx = torch.randint(0, len(cache), (trainer.cfg.sampler.p * trainer.cfg.sampler.k,), generator=gen)
+                model(trainer.augment(cache.batch(idx, trainer.device), gen))
         red = head.reduction[1]
         old_mean, old_var = saved[0][0], saved[0][1]
         shift = ((old_mean - red.running_mean).abs() / (red.running_var + red.eps).sqrt()).mean()

@@ -6,7 +6,7 @@ process (the order of the engines rotates from batch to batch), so a busy machin
 alike. Reported per engine and batch size: images/s (wall), images per CPU-second
 (``time.process_time``: this process, all its threads), the ratio to eager, and the largest
 difference from the eager embeddings (relative to their largest entry). torch.compile's first
-call at each batch size (the compilation) and the ONNX export (``reidkit.export.export_onnx``,
+call at each batch size (the compilation) and the ONNX export (``reidkit.inference.export_onnx``,
 with its parity check) are timed separately and not counted in the rates.
 
 Threads: torch uses ``--threads`` (default: the physical core count, ``psutil``), ONNX Runtime the
@@ -34,14 +34,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
 
+from reidkit.utils.threads import physical_cores  # noqa: E402
+
 ENGINES = ("eager", "compile", "onnx")
-
-
-def physical_cores() -> int:
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def make_engines(model: torch.nn.Module, names: list[str], threads: list[int], tmp: Path,
@@ -75,7 +72,7 @@ def make_engines(model: torch.nn.Module, names: list[str], threads: list[int], t
     if "onnx" in names:
         import onnxruntime as ort
 
-        from reidkit.export import export_onnx
+        from reidkit.inference import export_onnx
 
         t0 = time.perf_counter()
         path = tmp / f"{getattr(model, 'name', 'model')}.onnx"

@@ -18,20 +18,19 @@ __version__ = "0.1.0"
 __all__ = ["Embedder", "Gallery", "__version__", "datasets", "evaluate", "load", "models"]
 
 # subpackages reachable as attributes without an explicit import (reidkit.models.build, reidkit.datasets.load)
-_SUBMODULES = ("models", "datasets", "eval", "data", "losses", "engine", "viz")
+_SUBMODULES = ("models", "datasets", "eval", "data", "losses", "engine", "inference", "viz")
 
 # public name -> module that defines it
 _LAZY = {
-    "load": "reidkit.api",
-    "Embedder": "reidkit.api",
-    "Gallery": "reidkit.index",
+    "load": "reidkit.inference",
+    "Embedder": "reidkit.inference",
+    "Gallery": "reidkit.inference",
     "evaluate": "reidkit.eval",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from reidkit.api import Embedder, load
     from reidkit.eval import evaluate
-    from reidkit.index import Gallery
+    from reidkit.inference import Embedder, Gallery, load
 
 
 def __getattr__(name: str) -> Any:

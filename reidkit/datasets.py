@@ -1,6 +1,6 @@
 """``reidkit.datasets``: the dataset readers the CLI uses, under a short public name.
 
-Example:
+Examples:
     >>> import reidkit
     >>> ds = reidkit.datasets.load("market1501", "/data/Market-1501-v15.09.15")  # doctest: +SKIP
     >>> print(ds.stats_table())                                                  # doctest: +SKIP

@@ -1,7 +1,6 @@
 """``reidkit export``: write a checkpoint's test embedding as ONNX and check it against PyTorch.
 
-Example::
-
+Example:
     reidkit export --checkpoint runs/stadb/model.safetensors --out stadb.onnx --opset 17
 
 The graph takes ``images`` (float32 N×3×H×W, ImageNet-normalised, any N) and returns ``embeddings`` (N×D).
@@ -30,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, check, report the difference."""
-    from reidkit.export import export_onnx
+    from reidkit.inference import export_onnx
     from reidkit.models.io import load_model
 
     if not 7 <= args.opset <= 25:

@@ -1,13 +1,12 @@
 """``reidkit index``: build a gallery index from a folder of images once, add images to it later.
 
-Examples::
-
+Examples:
     reidkit index build --checkpoint runs/stadb/model.safetensors --images gallery/ --out my_index
     reidkit index add my_index --images new_crops/
     reidkit search my_index --query person.jpg --k 10
 
 The index folder holds the embeddings (safetensors) and ``manifest.json`` (the model that made them, its
-file, the image paths and their pids/camids when known); see :class:`reidkit.Gallery`. ``add`` reuses the
+file, the image paths and their pids/camids when known); see ``reidkit.Gallery``. ``add`` reuses the
 model recorded in the index (or ``--checkpoint``/``--onnx``, which must be the same model) and skips
 images already indexed. Every write replaces the index atomically.
 """
@@ -16,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-from reidkit.commands.extract import add_model_arguments, collect_images, report_bad
-from reidkit.errors import DatasetError, ReidkitError
+from reidkit.commands.options import add_model_arguments, embedder_for_index, load_embedder
+from reidkit.errors import DatasetError
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="DIR", help="folder of images (searched recursively)")
     src.add_argument("--csv", metavar="FILE", help="CSV list with a 'path' column (optional pid, camid)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,52 +42,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_source_arguments(a)
 
 
-def embedder_for_index(gallery: Any, index_dir: str, args: argparse.Namespace) -> Any:
-    """The embedder of ``--checkpoint``/``--onnx`` if given, else the model file recorded in the index;
-    refuses a model other than the one that built the index."""
-    from reidkit.api import load
+def _new_images(gallery: Any, args: argparse.Namespace) -> tuple[list[tuple[str, int, int]], int]:
+    """The images of ``--images``/``--csv`` not yet in ``gallery`` (absolute path, pid, camid), and how many
+    already were."""
+    from reidkit.inference.sources import collect_images
 
-    meta = gallery.model_meta or {}
-    given = getattr(args, "onnx", None) or getattr(args, "checkpoint", None)
-    source = given or meta.get("source")
-    if not source:
-        raise ReidkitError(f"{index_dir}: the index does not record its model file; pass --checkpoint PATH")
-    if not given and not Path(source).exists():
-        raise ReidkitError(f"{index_dir}: the model file recorded in the index ({source}) is gone; "
-                           "pass --checkpoint PATH (the same model)")
-    emb = load(source, device=getattr(args, "device", None))
-    gallery.check_model(emb.meta, what=f"model {source}")
-    return emb
-
-
-def _embed_into(gallery: Any, emb: Any, args: argparse.Namespace, flip: bool) -> tuple[int, int, int]:
-    paths, pids, camids = collect_images(args.images, args.csv)
+    images = collect_images(args.images, args.csv)
     known = set(gallery.ids)
-    todo = [(os.path.abspath(p), a, b) for p, a, b in zip(paths, pids, camids, strict=True)
+    todo = [(os.path.abspath(p), a, b) for p, a, b in zip(images.paths, images.pids, images.camids, strict=True)
             if os.path.abspath(p) not in known]
-    dup = len(paths) - len(todo)
+    return todo, len(images) - len(todo)
+
+
+def _embed_into(gallery: Any, emb: Any, args: argparse.Namespace, todo: list[tuple[str, int, int]],
+                flip: bool) -> tuple[int, int]:
+    from reidkit.inference.sources import report_bad
+
     if not todo:
-        return 0, dup, 0
+        return 0, 0
     feats, kept, bad = emb.embed_paths([t[0] for t in todo], args.batch_size, flip, args.workers,
                                        not args.no_progress)
     report_bad(bad)
     labels = {t[0]: t for t in todo}
     gallery.add(feats, ids=kept, metadata=[{"path": p, "pid": labels[p][1], "camid": labels[p][2]}
                                            for p in kept])
-    return len(kept), dup, len(bad)
+    return len(kept), len(bad)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build or extend an index."""
-    from reidkit.api import load
-    from reidkit.index import Gallery
+    from reidkit.inference import Gallery
 
     if args.action == "build":
-        emb = load(args.onnx or args.checkpoint, device=args.device)
+        gallery = Gallery(metric=args.metric)
+        emb = load_embedder(args)
+        todo, _dup = _new_images(gallery, args)
+        emb.use_engine(args.engine, len(todo), args.threads)
         source = os.path.abspath(args.onnx or args.checkpoint)
-        meta = dict(emb.meta, source=source, flip=bool(args.flip))
-        gallery = Gallery(emb.embedding_dim or None, metric=args.metric, model_meta=meta)
-        n, _dup, nbad = _embed_into(gallery, emb, args, bool(args.flip))
+        gallery.model_meta = dict(emb.meta, source=source, flip=bool(args.flip))
+        gallery.embedding_dim = emb.embedding_dim or None
+        n, nbad = _embed_into(gallery, emb, args, todo, bool(args.flip))
         if n == 0:
             raise DatasetError(f"{args.images or args.csv}: none of the images could be read")
         gallery.save(args.out)
@@ -98,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
               + (f" ({nbad} unreadable skipped)" if nbad else ""))
         return 0
     gallery = Gallery.load(args.index)
-    emb = embedder_for_index(gallery, args.index, args)
+    todo, dup = _new_images(gallery, args)
+    emb = embedder_for_index(gallery, args.index, args, len(todo))
     flip = bool((gallery.model_meta or {}).get("flip", False))
-    n, dup, nbad = _embed_into(gallery, emb, args, flip)
+    n, nbad = _embed_into(gallery, emb, args, todo, flip)
     if n:
         gallery.save(args.index)
     print(f"index {args.index}: added {n} images ({dup} already indexed, {nbad} unreadable), now {len(gallery)}")

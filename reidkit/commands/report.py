@@ -1,7 +1,6 @@
 """``reidkit report``: a single self-contained HTML evaluation page.
 
-Examples::
-
+Examples:
     reidkit report --features market.safetensors --out report.html
     reidkit report --checkpoint runs/stadb/model.safetensors --dataset market1501 --root data/ --out report.html
 
@@ -13,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from reidkit.commands.extract import add_dataset_source_arguments, dataset_features_from_args
+from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import ReidkitError
 
 

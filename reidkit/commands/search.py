@@ -1,7 +1,6 @@
 """``reidkit search``: find the k nearest gallery images of one or many query images in an index.
 
-Examples::
-
+Examples:
     reidkit search my_index --query person.jpg --k 10
     reidkit search my_index --query queries/ --k 5 --format csv --out hits.csv --picture ranks.png
     reidkit search my_index --query person.jpg --rerank
@@ -23,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reidkit.commands.extract import list_folder, parse_labels, report_bad
+from reidkit.commands.options import add_runtime_arguments, embedder_for_index
 from reidkit.errors import DatasetError, ReidkitError
 
 
@@ -41,9 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--checkpoint", metavar="PATH", help="model file (default: the one recorded in the index)")
     group.add_argument("--onnx", metavar="PATH", help="ONNX model of the same weights")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    parser.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
+    add_runtime_arguments(parser, flip=False)  # the index records whether its images were flip-averaged
 
 
 def format_results(results: list[dict[str, Any]], fmt: str, header: dict[str, Any]) -> str:
@@ -61,8 +58,8 @@ def format_results(results: list[dict[str, Any]], fmt: str, header: dict[str, An
 
 def run(args: argparse.Namespace) -> int:
     """Embed the queries, search the index, print or write the results."""
-    from reidkit.commands.index import embedder_for_index
-    from reidkit.index import Gallery
+    from reidkit.inference import Gallery
+    from reidkit.inference.sources import list_folder, report_bad
     from reidkit.utils.atomic import atomic_write_text
 
     if args.k < 1:
@@ -77,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
         paths = [str(q)]
     else:
         raise DatasetError(f"{q}: no such image or folder")
-    emb = embedder_for_index(gallery, args.index, args)
+    emb = embedder_for_index(gallery, args.index, args, len(paths))
     flip = bool((gallery.model_meta or {}).get("flip", False))
-    feats, kept, bad = emb.embed_paths(paths, args.batch_size, flip, args.workers, progress=len(paths) > 50)
+    feats, kept, bad = emb.embed_paths(paths, args.batch_size, flip, args.workers,
+                                       progress=len(paths) > 50 and not args.no_progress)
     report_bad(bad)
     if not kept:
         raise DatasetError(f"{q}: none of the query images could be read")
@@ -108,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _draw(results: list[dict[str, Any]], out_png: str, limit: int) -> None:
+    from reidkit.inference.sources import parse_labels
     from reidkit.viz.ranklist import render_rank_list, save_png, stack_pictures
 
     pics = []

@@ -1,7 +1,6 @@
 """``reidkit train``: train a model from a YAML config (one process, or one per GPU under ``torchrun``).
 
-Examples::
-
+Examples:
     reidkit train --config configs/stadb_market1501.yaml
     reidkit train --config configs/mancs_market1501.yaml --set data.root=/data --set optim.lr=3e-4
     reidkit train --out runs/stadb_market1501 --resume          # continue from the run folder's config

@@ -1,7 +1,6 @@
 """``reidkit visualize``: attention maps and drop masks over input crops, and rank lists.
 
-Examples::
-
+Examples:
     reidkit visualize attention --checkpoint runs/stadb/model.safetensors --images a.jpg b.jpg crops/ --out viz/
     reidkit visualize ranklist --features market.safetensors --queries 8 --worst --out viz/
     reidkit visualize ranklist --checkpoint runs/stadb/checkpoint.pt --dataset market1501 --root data/ \\
@@ -18,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reidkit.commands.extract import add_dataset_source_arguments, dataset_features_from_args, list_folder
+from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import DatasetError, ReidkitError
 
 
@@ -46,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _images(items: list[str], limit: int) -> list[str]:
+    from reidkit.inference.sources import list_folder
+
     out: list[str] = []
     for it in items:
         p = Path(it)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ReidkitError(f"{out}: exists and is not a folder; expected an output folder")
     if args.kind == "attention":
-        from reidkit.api import load
+        from reidkit.inference import load
         from reidkit.utils.images import ImageReadError, read_image
         from reidkit.viz.attention import map_order, render_attention_grid
         from reidkit.viz.ranklist import save_png

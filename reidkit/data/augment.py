@@ -1,9 +1,9 @@
 """Batched training augmentation as tensor ops on the images' device (the same code on CPU and GPU).
 
-Pipelines (from uint8 images, usually straight from :class:`reidkit.data.cache.ImageCache`):
+Pipelines (from uint8 images, usually straight from ``reidkit.data.cache.ImageCache``):
 
-- ``stadb`` (stadb.txt §4.2, SPEC §2): resize to 384×128, horizontal flip, random erasing.
-- ``mancs`` (mancs.txt §4.3): resize to 256×128, random crop with area fraction in
+- ``stadb`` (the STADB paper, §4.2): resize to 384×128, horizontal flip, random erasing.
+- ``mancs`` (the Mancs paper, §4.3): resize to 256×128, random crop with area fraction in
   ``crop_scale`` = [0.64, 1] and aspect ratio **height / width** in ``crop_ratio`` = [2, 3] (the
   paper's "aspect ratio in [2, 3]" read as a pedestrian's shape; a 256×128 image is 2:1), resized
   back to 256×128, flip, random erasing.
@@ -11,15 +11,15 @@ Pipelines (from uint8 images, usually straight from :class:`reidkit.data.cache.I
 
 Random erasing follows Zhong et al. (arXiv:1708.04896): with probability ``erase_p`` one
 rectangle of area fraction U(``erase_area``) and aspect ratio (h/w) U(``erase_ratio``), placed
-uniformly where it fits (up to :data:`ATTEMPTS` tries; none fits → no erasing), filled with
+uniformly where it fits (up to ``ATTEMPTS`` tries; none fits → no erasing), filled with
 ``erase_value``: ``"mean"`` (the mean pixel, ≈0 after normalisation), ``"zero"`` (black pixels)
 or ``"random"`` (uniform random pixels). Filling happens in pixel space just before the
 normalisation (the same result as filling normalised values after it, in fewer passes). Random crops draw up to
-:data:`ATTEMPTS` (scale, ratio) pairs and fall back to the whole image (ratio clamped into range),
+``ATTEMPTS`` (scale, ratio) pairs and fall back to the whole image (ratio clamped into range),
 as torchvision's ``RandomResizedCrop`` does.
 
 Every random number is drawn from the ``torch.Generator`` passed in, in a fixed order, so a
-generator seed fixes the output. :func:`sample_params` / :meth:`TrainAugment.apply` split drawing
+generator seed fixes the output. ``sample_params`` / ``TrainAugment.apply`` split drawing
 from applying; ``reidkit.data.per_image`` reuses the same draws with PIL.
 """
 
@@ -70,7 +70,7 @@ class AugmentConfig:
         return cls(pipeline=pipeline, size=overrides.pop("size", DEFAULT_SIZES[pipeline]), **overrides)  # type: ignore[arg-type]
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid field."""
+        """Raise ``ConfigError`` naming the first invalid field."""
         if self.pipeline not in PIPELINES:
             raise ConfigError(f"augment.pipeline: expected one of {PIPELINES}, got {self.pipeline!r}")
         if self.erase_value not in ERASE_VALUES:
@@ -202,7 +202,7 @@ def normalize(
 def test_batch(
     u8: torch.Tensor, size: tuple[int, int], mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
 ) -> torch.Tensor:
-    """Test-time input: resize to ``size`` = (H, W) if needed (bilinear, antialiased), then :func:`normalize`."""
+    """Test-time input: resize to ``size`` = (H, W) if needed (bilinear, antialiased), then ``normalize``."""
     _check_u8(u8)
     x = resize_float(u8.float(), (int(size[0]), int(size[1])))
     return normalize_(x, mean, std)
@@ -318,7 +318,7 @@ class TrainAugment:
         self.vectorised = vectorised  # None: vectorised on GPUs, per affected sample on CPUs
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The random choices for a batch of ``n`` (see :func:`sample_params`)."""
+        """The random choices for a batch of ``n`` (see ``sample_params``)."""
         return sample_params(n, self.cfg, generator)
 
     def apply(self, u8: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from reidkit.errors import ReidkitError
-from reidkit.utils.images import ImageReadError, read_image
+from reidkit.utils.images import ImageReadError, read_image, resize_rgb
 
 
 def _decode_one(path: str, size: tuple[int, int]) -> np.ndarray | None:
@@ -25,10 +24,7 @@ def _decode_one(path: str, size: tuple[int, int]) -> np.ndarray | None:
         img = read_image(path)
     except ImageReadError:
         return None
-    h, w = size
-    if img.size != (w, h):
-        img = img.resize((w, h), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(resize_rgb(img, size), dtype=np.uint8)
 
 
 def _decode_chunk(args: tuple[list[str], tuple[int, int]]) -> list[np.ndarray | None]:
@@ -43,11 +39,11 @@ def decode_images(
     progress: bool = False,
     pool: str = "thread",
 ) -> tuple[torch.Tensor, list[str]]:
-    """Decode ``paths`` with :func:`read_image`, resize (PIL bilinear) to exactly ``size`` = (H, W).
+    """Decode ``paths`` with ``read_image``, resize (PIL bilinear) to exactly ``size`` = (H, W).
 
     Returns ``(images, bad)``: a uint8 tensor ``(M, 3, H, W)`` holding the readable images in the
     order of ``paths``, and the list of paths that could not be decoded (their rows are left out,
-    so ``M = len(paths) - len(bad)``; :func:`kept_indices` gives the row → path index map).
+    so ``M = len(paths) - len(bad)``; ``kept_indices`` gives the row → path index map).
     ``workers`` <= 1 decodes in this thread; otherwise ``pool`` is ``"thread"`` (default) or
     ``"process"``.
     """
@@ -97,7 +93,7 @@ def decode_images(
 
 
 def kept_indices(paths: Sequence[str], bad: Sequence[str]) -> list[int]:
-    """Indices into ``paths`` of the rows :func:`decode_images` returned (those not in ``bad``)."""
+    """Indices into ``paths`` of the rows ``decode_images`` returned (those not in ``bad``)."""
     bad_set = set(bad)
     return [i for i, p in enumerate(paths) if str(p) not in bad_set]
 
@@ -123,7 +119,7 @@ class ImageCache:
         cls, paths: Sequence[str], size: tuple[int, int], workers: int = 0, pin: bool = False,
         device: str | torch.device | None = None, progress: bool = False,
     ) -> tuple[ImageCache, list[str]]:
-        """Decode ``paths`` (see :func:`decode_images`) into a cache; returns ``(cache, bad_paths)``."""
+        """Decode ``paths`` (see ``decode_images``) into a cache; returns ``(cache, bad_paths)``."""
         images, bad = decode_images(paths, size, workers=workers, progress=progress)
         return cls(images, pin=pin, device=device), bad
 

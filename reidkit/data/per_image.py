@@ -1,8 +1,8 @@
 """The plain per-image pipeline, as peers do it: each file opened with PIL in DataLoader workers.
 
 Kept for comparison with the batched cache + augmentation path (``benchmarks/bench_data.py``).
-Both take the same :class:`reidkit.data.augment.AugmentConfig` and draw their random choices with
-the same functions (:func:`reidkit.data.augment.sample_crop`, ``sample_erase``), here one image
+Both take the same ``reidkit.data.augment.AugmentConfig`` and draw their random choices with
+the same functions (``reidkit.data.augment.sample_crop``, ``sample_erase``), here one image
 at a time from torch's per-worker random state.
 """
 
@@ -23,7 +23,7 @@ from reidkit.data.augment import (
     sample_erase,
 )
 from reidkit.errors import ConfigError
-from reidkit.utils.images import read_image
+from reidkit.utils.images import read_image, resize_rgb
 
 
 class PerImageDataset(Dataset):
@@ -44,14 +44,12 @@ class PerImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         cfg = self.cfg
         h, w = cfg.size
-        img = read_image(self.paths[index])
-        if img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
+        img = resize_rgb(read_image(self.paths[index]), (h, w))
         train = self.train and cfg.pipeline != "none"
         if train and cfg.pipeline == "mancs":
             c = {k: int(v[0]) for k, v in sample_crop(1, h, w, cfg, None).items()}
             box = (c["left"], c["top"], c["left"] + c["width"], c["top"] + c["height"])
-            img = img.resize((w, h), Image.BILINEAR, box=box)
+            img = resize_rgb(img, (h, w), box=box)
         if train and float(torch.rand(1)) < cfg.flip_p:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         x = normalize_(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float()[None], cfg.mean, cfg.std)
@@ -75,7 +73,7 @@ def make_loader(
     batch_sampler: Sampler[list[int]] | None = None,
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader over :class:`PerImageDataset` (shuffled batches, or ``batch_sampler`` such as ``PKSampler``)."""
+    """A DataLoader over ``PerImageDataset`` (shuffled batches, or ``batch_sampler`` such as ``PKSampler``)."""
     ds = PerImageDataset(paths, pids, cfg, train=train)
     g = torch.Generator()
     g.manual_seed(seed)

@@ -62,7 +62,7 @@ class ReidDataset:
         return out
 
     def stats_table(self) -> str:
-        """A printable table of :meth:`stats`, as peers print on load."""
+        """A printable table of ``stats``, as peers print on load."""
         st = self.stats()
         lines = [
             f"=> {self.name} ({self.root})",

@@ -94,7 +94,7 @@ class PKSampler:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the next iteration resumes after the last yielded batch."""
+        """Restore ``state_dict``; the next iteration resumes after the last yielded batch."""
         for key in ("p", "k", "world_size", "num_samples"):
             mine = len(self.pids) if key == "num_samples" else getattr(self, key)
             if key in state and int(state[key]) != mine:

@@ -9,8 +9,7 @@ gives the same bytes whatever the number of workers.
 Garment colours come from a small weighted palette, so many identities share their coarse
 colours and only local detail (stripes, checks, logo, bag, hat, hair) tells them apart.
 
-Layout written (``generate_dataset`` returns the dataset folder)::
-
+Layout written (``generate_dataset`` returns the dataset folder):
     OUT/Market-1501-v15.09.15/
         bounding_box_train/PPPP_cXs1_FFFFFF_BB.jpg   half of the ids
         bounding_box_test/ ...                       the other half + 0000 distractors + -1 junk

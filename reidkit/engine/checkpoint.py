@@ -65,7 +65,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = 
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); :class:`CheckpointError` names the file on failure."""
+    """Load a checkpoint safely (``weights_only=True``); ``CheckpointError`` names the file on failure."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -79,7 +79,7 @@ def find_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] |
     """The newest loadable checkpoint in ``run_dir`` (latest, else previous), or ``None`` if none exists.
 
     A corrupt file is skipped with a warning naming it (and the one used instead). If checkpoint
-    files exist but none loads, :class:`CheckpointError` names the first failure.
+    files exist but none loads, ``CheckpointError`` names the first failure.
     """
     run_dir = Path(run_dir)
     found: list[tuple[tuple[int, int], Path, dict[str, Any]]] = []
@@ -127,7 +127,7 @@ def capture_rng(extra_generators: dict[str, torch.Generator] | None = None) -> d
 
 
 def restore_rng(state: dict[str, Any], extra_generators: dict[str, torch.Generator] | None = None) -> None:
-    """Restore what :func:`capture_rng` captured (missing parts are left as they are)."""
+    """Restore what ``capture_rng`` captured (missing parts are left as they are)."""
     if "torch" in state:
         torch.set_rng_state(state["torch"].cpu() if isinstance(state["torch"], torch.Tensor) else state["torch"])
     if "python" in state:

@@ -1,11 +1,11 @@
 """Typed training configuration: dataclasses, YAML loading with ``_base_`` inheritance, ``--set`` overrides.
 
-A config file is a YAML mapping with the sections of :class:`RunConfig` (``model``, ``data``,
+A config file is a YAML mapping with the sections of ``RunConfig`` (``model``, ``data``,
 ``augment``, ``sampler``, ``optim``, ``schedule``, ``train``, ``eval``). A file may name
 ``_base_: other.yaml`` (a path relative to the file, or a list of such paths): the bases are
 loaded first and the file's keys are merged over them (mappings merge key by key, anything
 else replaces). Command-line overrides ``section.key=value`` are parsed as YAML scalars and
-applied last. Unknown keys and values of the wrong type raise :class:`reidkit.errors.ConfigError`
+applied last. Unknown keys and values of the wrong type raise ``reidkit.errors.ConfigError``
 with one line naming the key and the file (or ``--set``) it came from.
 """
 
@@ -96,7 +96,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning rate per epoch, as a factor of ``optim.lr`` (see :mod:`reidkit.engine.schedules`).
+    """Learning rate per epoch, as a factor of ``optim.lr`` (see ``reidkit.engine.schedules``).
 
     - ``constant``: ``lr`` throughout.
     - ``step``: ``lr · gamma^(number of milestones ≤ epoch)``, after an optional stepwise warm-up.
@@ -426,7 +426,7 @@ def _check(cfg: RunConfig, where: Any) -> None:
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>",
                      origin: dict[str, Path] | None = None, overridden: set[str] | None = None) -> RunConfig:
-    """Build and validate a :class:`RunConfig` from a plain mapping (as read from YAML)."""
+    """Build and validate a ``RunConfig`` from a plain mapping (as read from YAML)."""
     origin = origin or {}
     overridden = overridden or set()
 
@@ -448,7 +448,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (with its ``_base_`` files) and apply ``KEY=VALUE`` overrides.
 
-    ``path=None`` starts from the defaults. Raises :class:`ConfigError` (one line) on an
+    ``path=None`` starts from the defaults. Raises ``ConfigError`` (one line) on an
     unknown key, a wrong type or an invalid value.
     """
     if path is None:
@@ -478,6 +478,6 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically); :func:`load_config` reads it back unchanged."""
+    """Write the resolved config as YAML (atomically); ``load_config`` reads it back unchanged."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
     atomic_write_text(path, text)

@@ -1,7 +1,7 @@
 """Multi-process training under ``torchrun``: detection from environment variables, setup, helpers.
 
 ``torchrun --nproc_per_node N -m reidkit train ...`` sets ``RANK``, ``WORLD_SIZE`` and
-``LOCAL_RANK``; :func:`init_distributed` reads them and starts a process group (NCCL on
+``LOCAL_RANK``; ``init_distributed`` reads them and starts a process group (NCCL on
 CUDA, gloo on CPU). Without them everything runs in one process (rank 0 of 1).
 """
 
@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 
 from reidkit.errors import ConfigError
+from reidkit.utils.devices import resolve_device
 
-__all__ = ["DistInfo", "barrier", "broadcast_object", "cleanup", "init_distributed", "resolve_device"]
+__all__ = ["DistInfo", "barrier", "broadcast_object", "cleanup", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -48,28 +49,12 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``; other names as given."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: {name!r} requested but CUDA is not available (use 'cpu' or 'auto')")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError("train.device: 'mps' requested but not available (use 'cpu' or 'auto')")
-    return torch.device(name)
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Start the process group if ``WORLD_SIZE`` > 1 (``torchrun``), and pick this process's device."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, option="train.device")
     if world_size > 1:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

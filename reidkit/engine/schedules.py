@@ -1,11 +1,11 @@
 """Learning-rate schedules as plain functions of the (0-based) epoch.
 
-The trainer sets the learning rate once at the start of every epoch from :func:`lr_at`,
+The trainer sets the learning rate once at the start of every epoch from ``lr_at``,
 so resuming needs nothing but the epoch number.
 
 STADB (paper §4.2): Adam, ``lr = 1e-4·(⌊ep/5⌋+1)`` for ep = 0..49 (1e-4 … 1e-3), 1e-3
 until epoch 200, 1e-4 until 300, 1e-5 after; 600 epochs. With ``kind="stadb"`` and
-``optim.lr = 1e-3`` (the peak) this is exactly :func:`lr_at`.
+``optim.lr = 1e-3`` (the peak) this is exactly ``lr_at``.
 """
 
 from __future__ import annotations
@@ -91,5 +91,5 @@ class EpochSchedule:
         return {"last_epoch": self.last_epoch, "base_lr": self.base_lr, "total_epochs": self.total_epochs}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restore :meth:`state_dict` (the schedule itself comes from the config)."""
+        """Restore ``state_dict`` (the schedule itself comes from the config)."""
         self.last_epoch = int(state.get("last_epoch", -1))  # type: ignore[arg-type]

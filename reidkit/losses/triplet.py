@@ -64,7 +64,7 @@ def curriculum_sample(dist: Tensor, pids: Tensor, epoch: float, generator: torch
     For every anchor ``i`` and each of its positives ``j`` (row-major order), one negative is drawn from
     the anchor's negatives sorted by distance ascending (position 0 = hardest) with probability
     ``∝ N(position; μ, σ)`` (Gaussian density over positions 0..N_n−1, μ and σ from
-    :func:`curriculum_mu_sigma` with N_n = the anchor's number of negatives). PK batches give
+    ``curriculum_mu_sigma`` with N_n = the anchor's number of negatives). PK batches give
     P·K·(K−1) triplets.
 
     Returns a dict of int64 CPU tensors ``anchor``, ``positive``, ``negative`` (batch indices) and
@@ -102,7 +102,7 @@ def curriculum_triplet_loss(feats: Tensor, pids: Tensor, epoch: float, generator
                             b: float = 0.001) -> Tensor:
     """Mancs eq. 5: mean over the sampled triplets of ``[m + D(a, p) − D(a, n)]_+`` (Euclidean D).
 
-    Triplets come from :func:`curriculum_sample` (drawn from ``generator`` or the global RNG).
+    Triplets come from ``curriculum_sample`` (drawn from ``generator`` or the global RNG).
     """
     dist = euclidean_dist(feats, feats)
     trip = curriculum_sample(dist, pids, epoch, generator, t0, t1, a, b)

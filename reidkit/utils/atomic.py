@@ -17,7 +17,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``path`` is left untouched.
 
-    Example:
+    Examples:
         >>> with atomic_path("out.bin") as tmp:  # doctest: +SKIP
         ...     torch.save(obj, tmp)
     """

@@ -1,4 +1,5 @@
-"""Decoding person crops from disk into RGB, whatever mode the file is stored in."""
+"""Person crops on disk: listing them (loop-safe), decoding them into RGB whatever mode the file is stored in,
+and the one resize every pipeline uses."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Read an image file as RGB; raise :class:`ImageReadError` naming the file if it cannot be decoded.
+    """Read an image file as RGB; raise ``ImageReadError`` naming the file if it cannot be decoded.
 
     Only regular files are opened: a named pipe, socket or device called ``x.jpg`` is refused at once
     (opening a FIFO would block forever).
@@ -66,6 +67,61 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageReadError(f"{path}: file not found") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def walk_files(directory: str | os.PathLike[str], extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """All files under ``directory`` whose name ends with one of ``extensions`` (case-insensitive),
+    sorted. ``directory`` itself may be a symlink; symlinked folders below it are not followed (as
+    ``os.walk(followlinks=False)``), so symlink loops cannot hang the scan nor repeat images under
+    another folder's pid. Symlinked files are read; an image-named entry that cannot even be stat'ed (a
+    symlink loop) is returned too, so that the image check lists it. Hidden files (leading dot) are
+    ignored."""
+    exts = tuple(e.lower() for e in extensions)
+    out: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [os.fspath(directory)]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            is_image_name = e.name.lower().endswith(exts)
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif e.is_symlink() and e.is_dir(follow_symlinks=True):
+                    continue
+                elif is_image_name:
+                    out.append(e.path)
+            except OSError:
+                # e.g. an image-named symlink loop: returned, so the image check lists it as unreadable
+                # instead of it vanishing without a word
+                if is_image_name:
+                    out.append(e.path)
+    out.sort()
+    return out
+
+
+def resize_rgb(img: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None = None
+               ) -> Image.Image:
+    """``img`` (or its ``box`` region) resized to ``size`` = (H, W) with PIL's bilinear filter: the one resize
+    of the training cache, the per-image pipeline and inference, so every path sees the same pixels."""
+    h, w = int(size[0]), int(size[1])
+    if box is None and img.size == (w, h):
+        return img
+    return img.resize((w, h), Image.BILINEAR, box=box)
 
 
 def is_readable_image(path: str | os.PathLike[str]) -> bool:

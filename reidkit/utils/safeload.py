@@ -13,12 +13,12 @@ from reidkit.errors import CheckpointError
 
 
 def safe_torch_load(path: str | os.PathLike[str], expected: str, map_location: str = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with one-line :class:`CheckpointError` messages.
+    """``torch.load(path, weights_only=True)`` with one-line ``CheckpointError`` messages.
 
     A file holding objects that would run code is refused (and the message never suggests loading
     it unsafely); a damaged or foreign file names ``expected``.
 
-    Example:
+    Examples:
         >>> state = safe_torch_load("runs/x/checkpoint.pt", "a reidkit checkpoint")  # doctest: +SKIP
     """
     try:

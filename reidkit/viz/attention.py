@@ -7,7 +7,7 @@ upsampled to the crop size and min-max scaled per picture: red = high response, 
 (1 = kept, 0 = dropped) is drawn inverted and unsmoothed, so the dropped block is red. A constant map
 (for example a saturated attention) is drawn uniformly blue with its value written on it.
 
-Example:
+Examples:
     >>> emb = reidkit.load("model.safetensors")  # doctest: +SKIP
     >>> draw_attention_maps(emb, ["a.jpg", "b.jpg"], "attention.png")  # doctest: +SKIP
 """
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from reidkit.viz.ranklist import _font, save_png
+from reidkit.viz.ranklist import label_font, save_png
 
 LABELS = {
     "activation": "activation",
@@ -59,7 +59,7 @@ def overlay_heatmap(image_u8: torch.Tensor | np.ndarray, amap: torch.Tensor | np
     The map is upsampled to H×W (bilinear, or ``nearest``) and min-max scaled (a constant map becomes 0).
     Returns H×W×3 uint8.
 
-    Example:
+    Examples:
         >>> overlay_heatmap(np.zeros((128, 64, 3), np.uint8), np.random.rand(16, 8)).shape
         (128, 64, 3)
     """
@@ -99,7 +99,7 @@ def render_attention_grid(images_u8: torch.Tensor, maps: Mapping[str, torch.Tens
                           alpha: float = 0.5, scale: int = 1) -> Image.Image:
     """A grid picture: one row per crop — the crop, then one heatmap overlay per map — with column labels.
 
-    Example:
+    Examples:
         >>> u8 = torch.zeros(2, 3, 128, 64, dtype=torch.uint8)
         >>> render_attention_grid(u8, {"drop_mask": torch.rand(2, 8, 4)}).size
         (... , ...)  # doctest: +SKIP
@@ -111,7 +111,7 @@ def render_attention_grid(images_u8: torch.Tensor, maps: Mapping[str, torch.Tens
         raise KeyError(f"no map named {missing[0]!r}; available: {', '.join(maps)}")
     tw, th = w * scale, h * scale
     gap, name_w = 6, 0
-    font = _font(11)
+    font = label_font(11)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     if names:
         name_w = 8 + max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), s, font=font)[2]
@@ -156,11 +156,11 @@ def render_attention_grid(images_u8: torch.Tensor, maps: Mapping[str, torch.Tens
 def draw_attention_maps(embedder: Any, images: Any, out_png: str | os.PathLike[str],
                         names: Sequence[str] | None = None, keys: Sequence[str] | None = None,
                         alpha: float = 0.5) -> Path:
-    """Compute ``visual_maps`` for ``images`` with a loaded :class:`reidkit.api.Embedder` and save the grid.
+    """Compute ``visual_maps`` for ``images`` with a loaded ``reidkit.inference.Embedder`` and save the grid.
 
-    ``images``: paths, PIL images or arrays (anything :meth:`Embedder.embed` accepts). Returns ``out_png``.
+    ``images``: paths, PIL images or arrays (anything ``Embedder.embed`` accepts). Returns ``out_png``.
 
-    Example:
+    Examples:
         >>> draw_attention_maps(reidkit.load("model.pt"), ["a.jpg"], "att.png")  # doctest: +SKIP
     """
     u8, maps = embedder.visual_maps(images)

@@ -1,6 +1,6 @@
 """Line plots as PNG files (matplotlib, Agg backend): CMC curves and training curves.
 
-Both functions write atomically through :func:`reidkit.utils.atomic.atomic_path` and never open a
+Both functions write atomically through ``reidkit.utils.atomic.atomic_path`` and never open a
 window, so they work on headless machines.
 """
 

@@ -1,7 +1,7 @@
 """Rank-list pictures: a query and its top-k gallery images, framed green (same person) or red (another
 person), as in STADB Fig. 4 and Mancs Fig. 5. Unknown correctness (``None``) gets a grey frame.
 
-Example:
+Examples:
     >>> draw_rank_list("q.jpg", ["g1.jpg", "g2.jpg"], [True, False], "rank.png",
     ...                distances=[0.31, 0.52], title="query 0001_c1")  # doctest: +SKIP
 """
@@ -34,7 +34,8 @@ BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """The font of picture labels, ``size`` pixels high (PIL's default font)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -74,9 +75,9 @@ def render_rank_list(
     title: str | None = None,
     tile: tuple[int, int] = TILE,
 ) -> Image.Image:
-    """The rank-list picture as a PIL image (see :func:`draw_rank_list`).
+    """The rank-list picture as a PIL image (see ``draw_rank_list``).
 
-    Example:
+    Examples:
         >>> img = render_rank_list("q.jpg", ["g.jpg"], [True])  # doctest: +SKIP
     """
     if len(matches) != len(gallery_paths):
@@ -85,7 +86,7 @@ def render_rank_list(
         raise ValueError(f"{len(distances)} distances for {len(gallery_paths)} gallery images")
     tw, th = tile
     cell_w = tw + 2 * BORDER
-    font = _font(12)
+    font = label_font(12)
     title_h = 20 if title else 0
     label_h = 16
     dist_h = 14 if distances is not None else 0
@@ -95,7 +96,7 @@ def render_rank_list(
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((GAP, GAP), title, font=_font(14), fill=TEXT)
+        draw.text((GAP, GAP), title, font=label_font(14), fill=TEXT)
     top = GAP + title_h
 
     def cell(x: int, img_src: str | os.PathLike[str] | Image.Image, colour: tuple[int, int, int],
@@ -153,7 +154,7 @@ def draw_rank_list(
     ``matches[i]`` is True (same identity: green frame), False (red frame) or None (unknown: grey frame).
     ``distances`` are printed under each gallery image; unreadable images are drawn as a crossed grey box.
 
-    Example:
+    Examples:
         >>> draw_rank_list("q.jpg", ["a.jpg", "b.jpg", "c.jpg"], [False, True, None], "rank.png",
         ...                distances=[0.2, 0.3, 0.4], title="query 0001")  # doctest: +SKIP
     """
@@ -162,7 +163,7 @@ def draw_rank_list(
 
 @dataclass
 class RankRow:
-    """One query's ranked result: what :func:`draw_rank_list` draws, plus its AP and first-match rank."""
+    """One query's ranked result: what ``draw_rank_list`` draws, plus its AP and first-match rank."""
 
     query_index: int
     query_path: str
@@ -194,19 +195,19 @@ class RankRow:
 def dataset_rank_rows(data: Any, k: int = 10, metric: str = "euclidean", rerank: bool = False,
                       queries: int = 8, worst: bool = False, indices: Sequence[int] | None = None,
                       seed: int = 0) -> tuple[dict[str, Any], list[RankRow]]:
-    """Evaluate a :class:`reidkit.io_features.DatasetFeatures` and pick queries to draw.
+    """Evaluate a ``reidkit.inference.DatasetFeatures`` and pick queries to draw.
 
-    Returns ``(metrics, rows)``: ``metrics`` from :func:`reidkit.eval.metrics.evaluate_distmat` (mAP, mINP,
+    Returns ``(metrics, rows)``: ``metrics`` from ``reidkit.eval.metrics.evaluate_distmat`` (mAP, mINP,
     cmc, per-query AP); ``rows`` for ``indices`` if given, else the ``queries`` lowest-AP queries when
     ``worst``, else ``queries`` queries drawn at random with ``seed``. Gallery items with the query's pid and
     camera are left out of the rank list (Market protocol); a match is a gallery item with the query's pid.
 
-    Example:
+    Examples:
         >>> metrics, rows = dataset_rank_rows(read_dataset_features("f.safetensors"), worst=True)  # doctest: +SKIP
     """
     from reidkit.eval.distance import pairwise_distance
     from reidkit.eval.metrics import evaluate_distmat
-    from reidkit.io_features import check_finite
+    from reidkit.inference.features import check_finite
 
     check_finite(data.query_feats, "query_feats")
     check_finite(data.gallery_feats, "gallery_feats")

@@ -3,8 +3,8 @@
 Every picture is embedded as a base64 ``data:`` URI and the styles are inline, so the page needs no other
 file and no network.
 
-Example:
-    >>> from reidkit.io_features import read_dataset_features
+Examples:
+    >>> from reidkit.inference import read_dataset_features
     >>> write_report("report.html", read_dataset_features("feats.safetensors"))  # doctest: +SKIP
 """
 
@@ -48,9 +48,9 @@ def png_data_uri(img: Image.Image | bytes) -> str:
 
 def cmc_png(cmc: Sequence[float], max_rank: int = 20, title: str = "CMC curve") -> bytes:
     """PNG bytes of a CMC curve (rank 1..max_rank vs. matching rate in %), drawn by
-    :func:`reidkit.viz.curves.plot_cmc`.
+    ``reidkit.viz.curves.plot_cmc``.
 
-    Example:
+    Examples:
         >>> png = cmc_png([0.5, 0.7, 0.8, 0.9])
         >>> png[:4] == b"\\x89PNG"
         True
@@ -90,7 +90,7 @@ def render_report(metrics: Mapping[str, Any], rows: Sequence[RankRow], title: st
                   info: Mapping[str, Any] | None = None) -> str:
     """The report page as an HTML string (no external assets).
 
-    Example:
+    Examples:
         >>> page = render_report({"mAP": 0.5, "mINP": 0.2, "cmc": [0.6, 0.8]}, [])
         >>> 'id="metrics"' in page
         True
@@ -138,11 +138,11 @@ def render_report(metrics: Mapping[str, Any], rows: Sequence[RankRow], title: st
 def write_report(out_html: str | os.PathLike[str], data: Any, k: int = 10, worst: int = 8,
                  metric: str = "euclidean", rerank: bool = False, title: str = "reidkit evaluation report",
                  info: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
-    """Evaluate ``data`` (:class:`reidkit.io_features.DatasetFeatures`) and write the report atomically.
+    """Evaluate ``data`` (``reidkit.inference.DatasetFeatures``) and write the report atomically.
 
     Returns ``(path, metrics)``.
 
-    Example:
+    Examples:
         >>> path, metrics = write_report("report.html", read_dataset_features("f.safetensors"))  # doctest: +SKIP
     """
     metrics, rows = dataset_rank_rows(data, k=k, metric=metric, rerank=rerank, queries=worst, worst=True)
@@ -150,7 +150,7 @@ def write_report(out_html: str | os.PathLike[str], data: Any, k: int = 10, worst
                "feature size": int(data.query_feats.shape[1]),
                "distance": metric + (" + k-reciprocal re-ranking" if rerank else "")}
     if data.model_meta:
-        from reidkit.index import describe_model
+        from reidkit.inference.gallery import describe_model
 
         details["model"] = describe_model(data.model_meta)
     details.update(info or {})

@@ -13,7 +13,7 @@ from reidkit.engine.schedules import EpochSchedule, lr_at
 
 REPO = Path(__file__).resolve().parents[2]
 
-# stadb.txt §4.2: lr = 1e-4 * (ep // 5 + 1) for ep < 50, 1e-3 until 200, 1e-4 until 300, 1e-5 after
+# the STADB paper, §4.2: lr = 1e-4 * (ep // 5 + 1) for ep < 50, 1e-3 until 200, 1e-4 until 300, 1e-5 after
 STADB_BY_HAND = {
     0: 1e-4, 1: 1e-4, 4: 1e-4, 5: 2e-4, 9: 2e-4, 10: 3e-4, 24: 5e-4, 25: 6e-4, 44: 9e-4, 45: 1e-3, 49: 1e-3,
     50: 1e-3, 100: 1e-3, 199: 1e-3, 200: 1e-4, 250: 1e-4, 299: 1e-4, 300: 1e-5, 450: 1e-5, 599: 1e-5,

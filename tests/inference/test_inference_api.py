@@ -14,7 +14,7 @@ from PIL import Image
 
 import reidkit
 from reidkit.errors import CheckpointError, ReidkitError
-from reidkit.index import Gallery
+from reidkit.inference.gallery import Gallery
 
 
 def _brute(q: torch.Tensor, g: torch.Tensor, k: int, metric: str = "euclidean") -> torch.Tensor:
@@ -81,7 +81,7 @@ def test_embed_every_input_kind_gives_same_features(stadb_file: Path, gallery_di
 
 def test_load_checkpoint_safetensors_and_onnx_agree(stadb_model: torch.nn.Module, stadb_file: Path,
                                                     stadb_onnx: Path, gallery_dir: Path, tmp_path: Path) -> None:
-    from reidkit.api import model_meta
+    from reidkit.models.io import model_meta
 
     meta = model_meta(stadb_model)
     ckpt = tmp_path / "checkpoint.pt"

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from reidkit.cli import main
-from reidkit.io_features import read_dataset_features, read_folder_features
+from reidkit.inference.features import read_dataset_features, read_folder_features
 
 
 def _err(capsys: pytest.CaptureFixture[str]) -> str:
@@ -156,14 +156,14 @@ def test_index_build_search_equals_brute_force_and_add(stadb_file: Path, other_f
 
 def test_search_refuses_nan_features(tmp_path: Path, stadb_file: Path, gallery_dir: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    from reidkit.index import Gallery
+    from reidkit.inference.gallery import Gallery
 
     gal = Gallery(metric="euclidean")
     v = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
     gal.add(v, ids=["a", "b", "c", "d"])
     gal.save(tmp_path / "idx")
     # damage the stored embeddings: NaN in a row
-    from reidkit.io_features import load_tensors, save_tensors
+    from reidkit.inference.features import load_tensors, save_tensors
 
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     emb_file = tmp_path / "idx" / manifest["embeddings_file"]

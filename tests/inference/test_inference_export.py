@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from reidkit.cli import main
-from reidkit.export import export_onnx, read_onnx_meta
-from reidkit.io_features import read_folder_features
+from reidkit.inference.export import export_onnx, read_onnx_meta
+from reidkit.inference.features import read_folder_features
 
 
 @pytest.mark.parametrize("name", ["stadb", "bdb", "baseline", "mancs"])

@@ -72,7 +72,7 @@ def dataset_feats(stadb_file: Path, synth_root: Path, tmp_path_factory: pytest.T
 
 
 def test_ranklist_worst_queries(dataset_feats: Path, tmp_path: Path) -> None:
-    from reidkit.io_features import read_dataset_features
+    from reidkit.inference.features import read_dataset_features
     from reidkit.viz.ranklist import dataset_rank_rows
 
     out = tmp_path / "rl"
@@ -131,15 +131,15 @@ def test_report_renders_in_chromium(dataset_feats: Path, tmp_path: Path) -> None
 
 def test_report_from_checkpoint_and_dataset(stadb_file: Path, synth_root: Path, tmp_path: Path) -> None:
     """The checkpoint + dataset path embeds the dataset itself and gives the same metrics as evaluate()."""
-    from reidkit.api import load
-    from reidkit.commands.extract import embed_dataset
+    from reidkit.data.datasets import load as load_dataset
     from reidkit.eval import evaluate
+    from reidkit.inference import embed_dataset, load
 
     out = tmp_path / "report.html"
     assert main(["report", "--checkpoint", str(stadb_file), "--dataset", "market1501", "--root", str(synth_root),
                  "--out", str(out), "--worst", "2"]) == 0
     page = out.read_text()
     assert page.count('class="ranklist"') == 2
-    d = embed_dataset(load(stadb_file), "market1501", str(synth_root), progress=False)
+    d = embed_dataset(load(stadb_file), load_dataset("market1501", str(synth_root)), progress=False)
     ref = evaluate(d.query_feats, d.gallery_feats, d.query_pids, d.gallery_pids, d.query_camids, d.gallery_camids)
     assert f"{100 * ref['mAP']:.2f}%" in page

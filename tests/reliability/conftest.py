@@ -121,7 +121,7 @@ def rel_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rel_index(rel_weights: Path, synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small gallery index folder built with the library (no subprocess)."""
     import reidkit
-    from reidkit.index import Gallery
+    from reidkit.inference.gallery import Gallery
 
     emb = reidkit.load(rel_weights, device="cpu")
     paths = sorted(str(p) for p in (synth_root / "bounding_box_test").glob("*.jpg"))[:6]

@@ -360,7 +360,7 @@ def test_extract_csv_bad_lists(tmp_path, label, text, rel_weights, cli_inproc):
 
 def test_extract_folder_of_garbage_lists_skips(tmp_path, rel_weights, cli):
     """A folder mixing good, truncated and random files: the good ones are embedded, the rest listed."""
-    from reidkit.io_features import read_folder_features
+    from reidkit.inference.features import read_folder_features
 
     d = tmp_path / "imgs"
     d.mkdir()

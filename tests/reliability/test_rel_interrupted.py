@@ -30,8 +30,8 @@ WRITER = r"""
 import sys, torch
 from pathlib import Path
 from reidkit.engine.checkpoint import save_checkpoint, find_resume_checkpoint
-from reidkit.io_features import save_folder_features
-from reidkit.index import Gallery
+from reidkit.inference.features import save_folder_features
+from reidkit.inference.gallery import Gallery
 
 out = Path(sys.argv[1])
 found = find_resume_checkpoint(out / "run")
@@ -72,8 +72,8 @@ def _kill(proc: subprocess.Popen) -> None:
 def _check_writer_output(out: Path) -> int:
     """Every file left by the writer is complete and consistent; returns the newest checkpoint epoch."""
     from reidkit.engine.checkpoint import find_resume_checkpoint, load_checkpoint
-    from reidkit.index import Gallery
-    from reidkit.io_features import read_folder_features
+    from reidkit.inference.features import read_folder_features
+    from reidkit.inference.gallery import Gallery
 
     run = out / "run"
     for p in run.iterdir():
@@ -96,7 +96,7 @@ def _check_writer_output(out: Path) -> int:
         v = float(g.embeddings[0, 0])
         assert len(g) == int(v) + 1 and torch.all(g.embeddings == v)
         for p in (out / "index").glob("embeddings-*.safetensors"):  # orphans may remain, but complete ones
-            from reidkit.io_features import load_tensors
+            from reidkit.inference.features import load_tensors
 
             load_tensors(p)
     return newest
@@ -199,7 +199,7 @@ def _images(root: Path) -> Path:
 
 def test_extract_killed_leaves_old_or_new_features(synth_root, rel_weights, tmp_path, cli, child_env):
     """'reidkit extract' rewriting a features file, SIGKILLed twice at random: the file is always whole."""
-    from reidkit.io_features import read_folder_features
+    from reidkit.inference.features import read_folder_features
 
     out = tmp_path / "out" / "feats.safetensors"
     args = [sys.executable, "-m", "reidkit", "extract", "--checkpoint", str(rel_weights), "--images",
@@ -228,7 +228,7 @@ def test_index_add_killed_leaves_a_whole_index(rel_index, synth_root, tmp_path, 
     """'reidkit index add' SIGKILLed twice at random: the index loads (old or new), and a later add works."""
     import shutil
 
-    from reidkit.index import Gallery
+    from reidkit.inference.gallery import Gallery
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)

@@ -59,7 +59,7 @@ def test_evaluate_extreme_finite_features_never_give_nan_metrics(scale, seed):
 @given(value=st.sampled_from(BAD_VALUES), where=st.sampled_from(["query", "add"]), row=st.integers(0, 3),
        rerank=st.booleans(), metric=st.sampled_from(["euclidean", "cosine"]))
 def test_gallery_refuses_non_finite(value, where, row, rerank, metric):
-    from reidkit.index import Gallery
+    from reidkit.inference.gallery import Gallery
 
     g = Gallery(embedding_dim=4, metric=metric)
     emb = torch.randn(5, 4)
@@ -81,8 +81,8 @@ def test_gallery_loaded_with_nan_embeddings_refuses_search(rel_index, tmp_path):
     """An index file edited to hold NaN rows loads, but every search is refused."""
     import shutil
 
-    from reidkit.index import Gallery
-    from reidkit.io_features import load_tensors, save_tensors
+    from reidkit.inference.features import load_tensors, save_tensors
+    from reidkit.inference.gallery import Gallery
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)
@@ -97,7 +97,7 @@ def test_gallery_loaded_with_nan_embeddings_refuses_search(rel_index, tmp_path):
 
 @pytest.fixture()
 def nan_features_file(tmp_path):
-    from reidkit.io_features import DatasetFeatures, save_dataset_features
+    from reidkit.inference.features import DatasetFeatures, save_dataset_features
 
     qf, gf, qp, gp, qc, gc = _feats(0)
     gf[3, 0] = float("nan")
@@ -116,7 +116,7 @@ def test_cli_eval_refuses_nan_features(nan_features_file, cli, one_line_error, c
 def test_cli_search_refuses_nan_index(rel_index, synth_root, tmp_path, cli_inproc):
     import shutil
 
-    from reidkit.io_features import load_tensors, save_tensors
+    from reidkit.inference.features import load_tensors, save_tensors
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)

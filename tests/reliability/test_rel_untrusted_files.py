@@ -94,7 +94,7 @@ def test_backbone_pretrained_path_refuses_code(evil, label):
 @pytest.mark.parametrize("label", LABELS)
 def test_gallery_load_refuses_code(evil, label, rel_index, tmp_path):
     """An index folder whose embeddings file is replaced by a planted file."""
-    from reidkit.index import Gallery
+    from reidkit.inference.gallery import Gallery
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)
@@ -108,7 +108,7 @@ def test_gallery_load_refuses_code(evil, label, rel_index, tmp_path):
 
 @pytest.mark.parametrize("label", LABELS)
 def test_features_readers_refuse_code(evil, label):
-    from reidkit.io_features import load_tensors, read_dataset_features, read_folder_features
+    from reidkit.inference.features import load_tensors, read_dataset_features, read_folder_features
 
     for reader in (load_tensors, read_folder_features, read_dataset_features):
         with pytest.raises(CheckpointError) as info:
@@ -324,7 +324,7 @@ def _small_files() -> dict[str, bytes]:
     import io
     import tempfile
 
-    from reidkit.io_features import save_folder_features
+    from reidkit.inference.features import save_folder_features
 
     buf = io.BytesIO()
     torch.save({"model": {"w": torch.arange(64.0)}, "model_meta": {"model": "baseline"}, "epoch": 1, "step": 0},
@@ -355,7 +355,7 @@ def test_damaged_files_give_one_line_errors(data, name):
     import tempfile
 
     from reidkit.engine.checkpoint import load_checkpoint
-    from reidkit.io_features import load_tensors
+    from reidkit.inference.features import load_tensors
     from reidkit.models.io import load_model
 
     with tempfile.TemporaryDirectory() as d:
@@ -375,8 +375,8 @@ def test_index_manifest_cannot_point_outside_its_folder(rel_index, tmp_path, how
     'index add' (load + save) never deletes that file."""
     import json
 
-    from reidkit.index import Gallery
-    from reidkit.io_features import save_tensors
+    from reidkit.inference.features import save_tensors
+    from reidkit.inference.gallery import Gallery
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)

@@ -4,13 +4,13 @@
 >>> ds = datasets.load("market1501", "/data")          # doctest: +SKIP
 >>> print(ds.stats_table())                            # doctest: +SKIP
 
-Every reader returns a :class:`reidkit.data.records.ReidDataset` with train pids relabelled
+Every reader returns a ``reidkit.data.records.ReidDataset`` with train pids relabelled
 ``0..N-1`` (``extras["train_pids"]`` keeps the originals), query/gallery pids as the dataset numbers
 them, and 0-based camids. ``root`` may be the dataset's own folder or the folder holding it.
 Options per dataset (all keyword):
 
 - every reader: ``verify_images`` (``True``/"full", "header", ``False``/"none"; see
-  :mod:`reidkit.data.datasets._common`), default "header" for benchmarks and ``True`` for folder/csv;
+  ``reidkit.data.datasets._common``), default "header" for benchmarks and ``True`` for folder/csv;
 - ``msmt17``: ``train_lists=("train", "val")``;
 - ``cuhk03``: ``labeled=True``, ``protocol="new"|"classic"``, ``split_id=0``, ``classic_query="view1"|"all"``.
 """
@@ -44,7 +44,7 @@ _ALIASES = {"market": "market1501", "duke": "dukemtmcreid", "dukemtmc": "dukemtm
 
 
 def names() -> list[str]:
-    """The dataset names :func:`load` accepts (canonical spellings)."""
+    """The dataset names ``load`` accepts (canonical spellings)."""
     return list(_REGISTRY)
 
 
@@ -65,7 +65,7 @@ def reader(name: str) -> Callable[..., ReidDataset]:
 
 def load(name: str, root: str | os.PathLike[str], **options: Any) -> ReidDataset:
     """Read dataset ``name`` from ``root`` with the reader's keyword ``options``; unknown options and
-    layout problems raise :class:`DatasetError`."""
+    layout problems raise ``DatasetError``."""
     fn = reader(name)
     accepted = [p for p in inspect.signature(fn).parameters if p != "root"]
     unknown = [k for k in options if k not in accepted]

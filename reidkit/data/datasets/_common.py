@@ -1,9 +1,8 @@
-"""Helpers shared by the dataset readers: finding the dataset folder, loop-safe image listing,
-image checks, train-pid relabelling and assembling a :class:`ReidDataset`.
+"""Helpers shared by the dataset readers: finding the dataset folder, image checks, train-pid relabelling and assembling a ``ReidDataset``.
 
 Image checks (the ``verify_images`` option of every reader):
 
-- ``True`` or ``"full"``: every image is fully decoded with :func:`reidkit.utils.images.read_image`
+- ``True`` or ``"full"``: every image is fully decoded with ``reidkit.utils.images.read_image``
   (catches truncated and corrupt files; costs a decode per file). Default for the user's own data.
 - ``"header"``: the file must be a non-empty regular file that starts with a known image signature
   (JPEG, PNG, BMP, GIF, WebP, TIFF). It reads 16 bytes per file, so the 126k files of MSMT17 are
@@ -12,7 +11,7 @@ Image checks (the ``verify_images`` option of every reader):
 - ``False`` or ``"none"``: no per-file check (list-based readers then trust their list files).
 
 Files that fail go to ``extras["skipped"]`` as ``(path, reason)`` and are named, with a count, in a
-:class:`DatasetWarning`; they are never returned as records.
+``DatasetWarning``; they are never returned as records.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import Any
 
 from reidkit.data.records import SPLITS, Record, ReidDataset
 from reidkit.errors import DatasetError
-from reidkit.utils.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from reidkit.utils.images import ImageReadError, read_image
 
 VerifyMode = bool | str
 
@@ -69,7 +68,7 @@ def find_dataset_dir(
     layout: str,
 ) -> Path:
     """Return the dataset's own folder: ``root`` itself when it holds one of ``markers``, else the
-    first ``root/<candidate>`` that does. Raise :class:`DatasetError` naming what was expected."""
+    first ``root/<candidate>`` that does. Raise ``DatasetError`` naming what was expected."""
     base = Path(os.path.abspath(os.path.expanduser(str(root))))
     if not base.exists():
         raise DatasetError(f"{dataset}: root folder {base} does not exist (expected {layout})")
@@ -87,57 +86,12 @@ def find_dataset_dir(
 
 
 def require_entries(base: Path, entries: Sequence[str], *, dataset: str, layout: str) -> None:
-    """Raise :class:`DatasetError` naming the missing entries if any of ``entries`` is absent in ``base``."""
+    """Raise ``DatasetError`` naming the missing entries if any of ``entries`` is absent in ``base``."""
     missing = [e for e in entries if not (base / e).exists()]
     if missing:
         raise DatasetError(
             f"{dataset}: {base} lacks {', '.join(missing)} (expected {layout})"
         )
-
-
-def walk_files(directory: str | os.PathLike[str], extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """All files under ``directory`` whose name ends with one of ``extensions`` (case-insensitive),
-    sorted. ``directory`` itself may be a symlink; symlinked folders below it are not followed (as
-    ``os.walk(followlinks=False)``), so symlink loops cannot hang the scan nor repeat images under
-    another folder's pid. Symlinked files are read; an image-named entry that cannot even be stat'ed (a
-    symlink loop) is returned too, so that the image check lists it. Hidden files (leading dot) are
-    ignored."""
-    exts = tuple(e.lower() for e in extensions)
-    out: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    stack = [os.fspath(directory)]
-    while stack:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-        except OSError:
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            is_image_name = e.name.lower().endswith(exts)
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                elif e.is_symlink() and e.is_dir(follow_symlinks=True):
-                    continue
-                elif is_image_name:
-                    out.append(e.path)
-            except OSError:
-                # e.g. an image-named symlink loop: returned, so the image check lists it as unreadable
-                # instead of it vanishing without a word
-                if is_image_name:
-                    out.append(e.path)
-    out.sort()
-    return out
 
 
 def _has_image_signature(head: bytes) -> bool:
@@ -193,7 +147,7 @@ def check_files(paths: Iterable[str], mode: str) -> dict[str, str]:
 
 
 def warn_skipped(dataset: str, skipped: Sequence[tuple[str, str]], total: int | None = None) -> None:
-    """Issue one :class:`DatasetWarning` listing (up to five of) the skipped files with their count."""
+    """Issue one ``DatasetWarning`` listing (up to five of) the skipped files with their count."""
     if not skipped:
         return
     shown = "; ".join(f"{p} ({r})" for p, r in skipped[:5])

@@ -1,7 +1,6 @@
 """Celeb-reID (Huang et al., 2019): celebrities photographed in many outfits.
 
-Layout (``Celeb-reID/``)::
-
+Layout (``Celeb-reID/``):
     train/    1_1_0.jpg ...    20,208 images, 632 ids (pids 1-632)
     query/                     2,972 images, 420 ids (pids 1-420, numbered apart from train)
     gallery/                   11,006 images, the same 420 ids
@@ -24,9 +23,9 @@ from reidkit.data.datasets._common import (
     find_dataset_dir,
     normalize_verify,
     require_entries,
-    walk_files,
 )
 from reidkit.data.records import ReidDataset
+from reidkit.utils.images import walk_files
 
 NAME_RE = re.compile(r"^(\d+)_\d+_\d+\.")
 FOLDER_NAMES = ("Celeb-reID", "celeb-reid", "celebreid", "Celeb-reID-light")

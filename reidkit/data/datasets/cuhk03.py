@@ -1,7 +1,6 @@
 """CUHK03 (Li et al., CVPR 2014): labeled (hand-drawn) and detected (DPM) boxes, two protocols.
 
-Layout (``cuhk03/``, torchreid's)::
-
+Layout (``cuhk03/``, torchreid's):
     cuhk03_release/cuhk-03.mat                     the official release (MATLAB v7.3 = HDF5)
     cuhk03_new_protocol_config_labeled.mat         767/700 protocol (Zhong et al., CVPR 2017; MATLAB v5)
     cuhk03_new_protocol_config_detected.mat

@@ -1,7 +1,6 @@
 """The user's own data: a folder layout or a CSV list.
 
-Folder layout (``load("folder", root)``)::
-
+Folder layout (``load("folder", root)``):
     <root>/train/<pid>/<camid>_<anything>.jpg
     <root>/query/<pid>/<camid>_<anything>.jpg
     <root>/gallery/<pid>/<camid>_<anything>.jpg
@@ -30,9 +29,10 @@ import os
 import re
 from pathlib import Path
 
-from reidkit.data.datasets._common import RawRecord, VerifyMode, assemble, normalize_verify, walk_files
+from reidkit.data.datasets._common import RawRecord, VerifyMode, assemble, normalize_verify
 from reidkit.data.records import SPLITS, ReidDataset
 from reidkit.errors import DatasetError
+from reidkit.utils.images import walk_files
 
 CAM_RE = re.compile(r"^[cC]?(\d+)_")
 FOLDER_LAYOUT = "<root>/{train,query,gallery}/<pid>/<camid>_<anything>.jpg"

@@ -1,7 +1,6 @@
 """DukeMTMC-reID (Zheng et al., ICCV 2017; from Ristani et al.'s DukeMTMC).
 
-Layout (``DukeMTMC-reID/``)::
-
+Layout (``DukeMTMC-reID/``):
     bounding_box_train/  0001_c2_f0046182.jpg ...   16,522 images, 702 ids
     bounding_box_test/   gallery: 17,661 images, 1,110 ids (408 distractor ids included)
     query/               2,228 images, 702 ids

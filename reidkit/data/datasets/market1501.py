@@ -1,7 +1,6 @@
 """Market-1501 (Zheng et al., ICCV 2015).
 
-Layout (``Market-1501-v15.09.15/``)::
-
+Layout (``Market-1501-v15.09.15/``):
     bounding_box_train/  0002_c1s1_000451_03.jpg ...   12,936 images, 751 ids
     bounding_box_test/   gallery: 0000 distractors kept, -1 junk dropped (15,913 images, 751 ids)
     query/               3,368 images, 750 ids
@@ -29,9 +28,9 @@ from reidkit.data.datasets._common import (
     find_dataset_dir,
     normalize_verify,
     require_entries,
-    walk_files,
 )
 from reidkit.data.records import ReidDataset
+from reidkit.utils.images import walk_files
 
 NAME_RE = re.compile(r"^(-?\d+)_c(\d+)")
 FOLDER_NAMES = ("Market-1501-v15.09.15", "market1501", "Market-1501", "market1501/Market-1501-v15.09.15")

@@ -1,7 +1,6 @@
 """MSMT17 (Wei et al., CVPR 2018), versions 1 and 2, read through its list files.
 
-Layout (``MSMT17_V1/``; V2 names its image folders ``mask_train_v2/`` and ``mask_test_v2/``)::
-
+Layout (``MSMT17_V1/``; V2 names its image folders ``mask_train_v2/`` and ``mask_test_v2/``):
     train/ 0000/0000_045_12_0303morning_0006_2.jpg ...     (V2: mask_train_v2/)
     test/  0000/0000_000_01_0303morning_0015_0.jpg ...     (V2: mask_test_v2/)
     list_train.txt list_val.txt list_query.txt list_gallery.txt

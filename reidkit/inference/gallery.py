@@ -1,18 +1,17 @@
 """A searchable gallery of embeddings, in memory and on disk (the ``reidkit index`` / ``search`` commands).
 
-:class:`Gallery` holds N×D float32 embeddings with one id and one JSON metadata dict per row. ``search``
+``Gallery`` holds N×D float32 embeddings with one id and one JSON metadata dict per row. ``search``
 returns the k nearest rows per query (FAISS when installed, an exact chunked search otherwise, both through
-:func:`reidkit.eval.search.topk_search`), optionally re-ranked with k-reciprocal re-ranking.
+``reidkit.eval.knn.k_nearest``), optionally re-ranked with k-reciprocal re-ranking.
 
-On disk a gallery is a folder::
-
+On disk a gallery is a folder:
     INDEX_DIR/manifest.json                    metric, dimension, ids, metadata, model description, file name
     INDEX_DIR/embeddings-<generation>.safetensors
 
 A save writes a new embeddings file, then replaces ``manifest.json`` atomically, then removes the old
 embeddings file, so a reader always sees a complete, consistent index.
 
-Example:
+Examples:
     >>> import torch
     >>> g = Gallery(metric="euclidean")
     >>> g.add(torch.eye(3), ids=["a", "b", "c"])
@@ -36,10 +35,11 @@ import numpy as np
 import torch
 
 from reidkit.errors import CheckpointError, ReidkitError
-from reidkit.io_features import check_finite, load_tensors, save_tensors
+from reidkit.eval.distance import check_metric
+from reidkit.eval.knn import k_nearest
+from reidkit.inference.features import check_finite, load_tensors, save_tensors
 from reidkit.utils.atomic import atomic_write_json
 
-METRICS = ("euclidean", "sqeuclidean", "cosine")
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -67,24 +67,6 @@ def _as_matrix(x: Any, what: str) -> torch.Tensor:
     return t.float().contiguous()
 
 
-def topk(query: torch.Tensor, gallery: torch.Tensor, k: int, metric: str = "euclidean",
-         use_faiss: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k nearest gallery rows per query: (distances (Q, k'), indices (Q, k')), nearest first, k' ≤ k.
-
-    A thin wrapper over :func:`reidkit.eval.search.topk_search` (FAISS when installed, exact chunked torch
-    otherwise); distances are the metric's own (euclidean ‖q−g‖, cosine 1−cos).
-
-    Example:
-        >>> d, i = topk(torch.randn(2, 8), torch.randn(10, 8), k=3)
-        >>> i.shape
-        torch.Size([2, 3])
-    """
-    from reidkit.eval.search import topk_search
-
-    dists, idx = topk_search(query, gallery, k, metric, use_faiss=use_faiss)
-    return torch.as_tensor(np.asarray(dists)).float().cpu(), torch.as_tensor(np.asarray(idx)).long().cpu()
-
-
 class Gallery:
     """Embeddings with ids and metadata, searchable by k nearest neighbours, saved as safetensors + JSON.
 
@@ -92,10 +74,10 @@ class Gallery:
         embedding_dim: width D of the embeddings (taken from the first ``add`` when None).
         metric: ``"euclidean"`` or ``"cosine"``.
         model_meta: description of the model that made the embeddings (name, options, input size); an index
-            refuses queries from a different model (see :meth:`check_model`).
+            refuses queries from a different model (see ``check_model``).
         use_faiss: None = FAISS when installed, True/False to force.
 
-    Example:
+    Examples:
         >>> g = Gallery(embedding_dim=4)
         >>> _ = g.add(torch.randn(10, 4), metadata=[{"path": f"{i}.jpg"} for i in range(10)])
         >>> len(g)
@@ -105,8 +87,7 @@ class Gallery:
 
     def __init__(self, embedding_dim: int | None = None, metric: str = "euclidean",
                  model_meta: dict[str, Any] | None = None, use_faiss: bool | None = None) -> None:
-        if metric not in METRICS:
-            raise ReidkitError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+        check_metric(metric)
         self.metric = metric
         self.embedding_dim = embedding_dim
         self.model_meta = model_meta
@@ -136,7 +117,7 @@ class Gallery:
             metadata: Sequence[dict[str, Any]] | None = None) -> list[Any]:
         """Append embeddings (N×D tensor/array, or one D vector); returns their ids (default 0, 1, 2, ...).
 
-        Example:
+        Examples:
             >>> g = Gallery()
             >>> g.add(torch.randn(2, 3), ids=["x", "y"], metadata=[{"cam": 1}, {"cam": 2}])
             ['x', 'y']
@@ -162,7 +143,7 @@ class Gallery:
         return new_ids
 
     def check_model(self, model_meta: dict[str, Any] | None, what: str = "query model") -> None:
-        """Raise :class:`ReidkitError` if ``model_meta`` describes a different model than the index's."""
+        """Raise ``ReidkitError`` if ``model_meta`` describes a different model than the index's."""
         if self.model_meta is None or model_meta is None:
             return
         mine, theirs = model_fingerprint(self.model_meta), model_fingerprint(model_meta)
@@ -189,7 +170,8 @@ class Gallery:
         if k < 1:
             raise ReidkitError(f"Gallery.search: k must be at least 1, got {k}")
         if not rerank:
-            return topk(q, g, k, self.metric, self.use_faiss)
+            dists, idx = k_nearest(q, g, k, self.metric, use_faiss=self.use_faiss)
+            return dists.float().cpu(), idx.long().cpu()
         from reidkit.eval.rerank import rerank_distance
 
         d = rerank_distance(q, g, metric=self.metric).float().cpu()
@@ -199,7 +181,7 @@ class Gallery:
     def search(self, query: Any, k: int = 10, rerank: bool = False) -> list[list[SearchResult]]:
         """The k nearest gallery entries for each query row (a single D vector counts as one query).
 
-        Example:
+        Examples:
             >>> g = Gallery(); _ = g.add(torch.eye(2), ids=["a", "b"])
             >>> [r.id for r in g.search(torch.tensor([0.0, 1.0]), k=2)[0]]
             ['b', 'a']
@@ -213,7 +195,7 @@ class Gallery:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the gallery to ``directory`` (created if needed); an existing index is replaced atomically.
 
-        Example:
+        Examples:
             >>> g.save("my_index")  # doctest: +SKIP
         """
         out = Path(directory)
@@ -248,9 +230,9 @@ class Gallery:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], use_faiss: bool | None = None) -> Gallery:
-        """Read a gallery saved by :meth:`save`.
+        """Read a gallery saved by ``save``.
 
-        Example:
+        Examples:
             >>> g = Gallery.load("my_index")  # doctest: +SKIP
         """
         d = Path(directory)

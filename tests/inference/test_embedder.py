@@ -1,4 +1,5 @@
-"""Batched eval-mode embedding: equals a direct forward, flip averaging, batch-size independence, bad files."""
+"""The Embedder's one batching loop: equals a direct forward, flip averaging, batch-size independence, eval
+mode restored, bad files skipped; the same loop over ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from PIL import Image
 from torch import nn
 
 from reidkit.data.augment import normalize
-from reidkit.engine.features import embed_uint8, extract_features
 from reidkit.errors import ReidkitError
+from reidkit.inference import Embedder
 
 
 class Dummy(nn.Module):
@@ -30,6 +31,10 @@ class Dummy(nn.Module):
         self.seen_training.append(self.training)
         w = x.shape[-1] // 2
         return self.scale * torch.cat([x[..., :w].mean((2, 3)), x[..., w:].mean((2, 3))], dim=1)
+
+
+def embed_uint8(model: nn.Module, u8: torch.Tensor, batch_size: int = 64, flip: bool = False) -> torch.Tensor:
+    return Embedder(model, "cpu").embed_uint8(u8, batch_size, flip)
 
 
 def _u8(n: int, h: int = 16, w: int = 8) -> torch.Tensor:
@@ -79,6 +84,7 @@ def test_wrong_inputs() -> None:
         def forward(self, x: torch.Tensor) -> dict:
             return {"x": x}
 
+    Bad.input_size = (16, 8)  # type: ignore[attr-defined]
     with pytest.raises(ReidkitError, match=r"\(N, D\)"):
         embed_uint8(Bad(), _u8(1))
 
@@ -93,8 +99,8 @@ def test_extract_features_skips_unreadable(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"")
     paths.insert(1, str(tmp_path / "x.jpg"))
     m = Dummy()
-    feats, bad = extract_features(m, paths, (16, 8), batch_size=2, flip=True, workers=2)
-    assert bad == [paths[1]] and tuple(feats.shape) == (3, 6)
+    feats, kept, bad = Embedder(m, "cpu").embed_paths(paths, batch_size=2, flip=True, workers=2)
+    assert bad == [paths[1]] and kept == [paths[0], paths[2], paths[3]] and tuple(feats.shape) == (3, 6)
     direct = torch.stack([embed_uint8(m, torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)[None], flip=True)[0]
                           for p in (paths[0], paths[2], paths[3])])
     assert torch.allclose(feats, direct, atol=1e-6)

@@ -1,6 +1,6 @@
 """Features files on disk: safetensors tensors plus JSON metadata (paths, model description).
 
-Two layouts (see ARCHITECTURE.md, "Files on disk"):
+Two layouts (see ARCHITECTURE.md, "Files on disk"), each with one writer and one reader:
 
 - a **folder** file: ``feats`` (N×D float32), ``pids``, ``camids`` (int64, -1 when unknown) and the image
   paths in the metadata (``{"paths": json list}``);
@@ -10,7 +10,7 @@ Two layouts (see ARCHITECTURE.md, "Files on disk"):
 The model that made the features is stored under the metadata key ``"reidkit"`` (the same JSON dict as in
 a ``model.safetensors`` file). Every file is written atomically.
 
-Example:
+Examples:
     >>> import torch
     >>> save_folder_features("f.safetensors", torch.zeros(2, 4), ["a.jpg", "b.jpg"])  # doctest: +SKIP
     >>> read_folder_features("f.safetensors").paths  # doctest: +SKIP
@@ -65,7 +65,7 @@ def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
                  metadata: dict[str, Any] | None = None) -> None:
     """Write ``tensors`` to a safetensors file atomically; metadata values are stored as JSON strings.
 
-    Example:
+    Examples:
         >>> save_tensors("x.safetensors", {"a": torch.ones(2)}, {"note": "hi"})  # doctest: +SKIP
     """
     from safetensors.torch import save_file
@@ -79,9 +79,9 @@ def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
 def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a safetensors file; returns (tensors, metadata with JSON values decoded).
 
-    Raises :class:`CheckpointError` naming the file when it is missing or not a safetensors file.
+    Raises ``CheckpointError`` naming the file when it is missing or not a safetensors file.
 
-    Example:
+    Examples:
         >>> tensors, meta = load_tensors("x.safetensors")  # doctest: +SKIP
     """
     from safetensors import safe_open
@@ -107,7 +107,7 @@ def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
 
 
 def check_finite(feats: torch.Tensor, what: str) -> None:
-    """Raise :class:`CheckpointError` if ``feats`` holds NaN or infinite values (``what`` names the source)."""
+    """Raise ``CheckpointError`` if ``feats`` holds NaN or infinite values (``what`` names the source)."""
     if feats.is_floating_point() and not bool(torch.isfinite(feats).all()):
         bad = int((~torch.isfinite(feats)).any(dim=-1).sum()) if feats.dim() > 1 else 1
         raise CheckpointError(f"{what}: {bad} feature row(s) contain NaN or infinite values; expected finite numbers")
@@ -124,7 +124,7 @@ def save_folder_features(path: str | os.PathLike[str], feats: torch.Tensor, path
                          model_meta: dict[str, Any] | None = None) -> None:
     """Write the features of a folder of images (``feats``, ``pids``, ``camids``; paths in metadata).
 
-    Example:
+    Examples:
         >>> save_folder_features("feats.safetensors", torch.randn(2, 8), ["a.jpg", "b.jpg"])  # doctest: +SKIP
     """
     n = int(feats.shape[0])
@@ -135,9 +135,9 @@ def save_folder_features(path: str | os.PathLike[str], feats: torch.Tensor, path
 
 
 def read_folder_features(path: str | os.PathLike[str]) -> FolderFeatures:
-    """Read a file written by :func:`save_folder_features` (``reidkit extract --images``).
+    """Read a file written by ``save_folder_features`` (``reidkit extract --images``).
 
-    Example:
+    Examples:
         >>> ff = read_folder_features("feats.safetensors")  # doctest: +SKIP
     """
     tensors, meta = load_tensors(path)
@@ -156,7 +156,7 @@ def read_folder_features(path: str | os.PathLike[str]) -> FolderFeatures:
 def save_dataset_features(path: str | os.PathLike[str], data: DatasetFeatures) -> None:
     """Write query/gallery features with their pids and camids (the file ``reidkit eval --features`` reads).
 
-    Example:
+    Examples:
         >>> save_dataset_features("market_feats.safetensors", DatasetFeatures(...))  # doctest: +SKIP
     """
     tensors = {
@@ -174,9 +174,11 @@ def save_dataset_features(path: str | os.PathLike[str], data: DatasetFeatures) -
 
 
 def read_dataset_features(path: str | os.PathLike[str]) -> DatasetFeatures:
-    """Read a dataset features file; raises :class:`CheckpointError` naming missing keys or bad shapes.
+    """Read a dataset features file, checked: the six tensors present, float features with at least one row
+    and the same width on both sides, integer pids and camids with one entry per row, no NaN or infinite
+    value. Every problem is a one-line ``CheckpointError`` naming the file.
 
-    Example:
+    Examples:
         >>> df = read_dataset_features("market_feats.safetensors")  # doctest: +SKIP
         >>> df.query_feats.shape  # doctest: +SKIP
     """
@@ -185,22 +187,35 @@ def read_dataset_features(path: str | os.PathLike[str]) -> DatasetFeatures:
     if missing:
         raise CheckpointError(f"{path}: missing {', '.join(missing)}; expected a dataset features file "
                               "from 'reidkit extract --dataset'")
-    qf, gf = tensors["query_feats"].float(), tensors["gallery_feats"].float()
-    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise CheckpointError(f"{path}: query_feats {tuple(qf.shape)} and gallery_feats {tuple(gf.shape)} "
-                              "must be 2-D with the same width")
-    for split, n in (("query", qf.shape[0]), ("gallery", gf.shape[0])):
+    out: dict[str, torch.Tensor] = {}
+    for split in ("query", "gallery"):
+        f = tensors[f"{split}_feats"]
+        if not f.is_floating_point():
+            raise CheckpointError(f"{path}: {split}_feats has dtype {f.dtype}; expected float features")
+        if f.dim() != 2 or f.shape[0] == 0:
+            raise CheckpointError(f"{path}: {split}_feats has shape {tuple(f.shape)}; expected at least one "
+                                  f"{split} row (N×D)")
+        out[f"{split}_feats"] = f.float()
         for what in ("pids", "camids"):
-            if tensors[f"{split}_{what}"].numel() != n:
-                raise CheckpointError(f"{path}: {split}_{what} has {tensors[f'{split}_{what}'].numel()} "
-                                      f"entries for {n} {split} features")
+            t = tensors[f"{split}_{what}"]
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise CheckpointError(f"{path}: {split}_{what} has dtype {t.dtype}; expected int64")
+            if t.numel() != f.shape[0]:
+                raise CheckpointError(f"{path}: {split} has {f.shape[0]} features but {t.numel()} {what}; "
+                                      "expected equal lengths")
+            out[f"{split}_{what}"] = t.long().flatten()
+        check_finite(out[f"{split}_feats"], f"{path}: {split}_feats")
+    if out["query_feats"].shape[1] != out["gallery_feats"].shape[1]:
+        raise CheckpointError(f"{path}: query_feats width {out['query_feats'].shape[1]} != gallery_feats width "
+                              f"{out['gallery_feats'].shape[1]}; expected the same embedding size")
 
     def _paths(key: str, n: int) -> list[str] | None:
         v = meta.get(key)
         return [str(p) for p in v] if isinstance(v, list) and len(v) == n else None
 
+    nq, ng = out["query_feats"].shape[0], out["gallery_feats"].shape[0]
     return DatasetFeatures(
-        qf, tensors["query_pids"].long(), tensors["query_camids"].long(),
-        gf, tensors["gallery_pids"].long(), tensors["gallery_camids"].long(),
-        _paths("query_paths", qf.shape[0]), _paths("gallery_paths", gf.shape[0]), meta.get("reidkit"),
+        out["query_feats"], out["query_pids"], out["query_camids"],
+        out["gallery_feats"], out["gallery_pids"], out["gallery_camids"],
+        _paths("query_paths", nq), _paths("gallery_paths", ng), meta.get("reidkit"),
     )

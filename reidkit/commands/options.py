@@ -1,0 +1,124 @@
+"""The command-line options every embedding command shares (model, runtime, image and dataset sources), and the
+objects they name. Every command that embeds images goes through ``embedder_from_args``, so all of them
+get the same ``--engine`` choice, threads and progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from reidkit.errors import ReidkitError
+from reidkit.inference.engines import AUTO_ONNX_MIN_IMAGES, ENGINES
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--checkpoint`` / ``--onnx`` (one of them) and the runtime options (``add_runtime_arguments``)."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--checkpoint", metavar="PATH",
+                       help="model file: training checkpoint .pt, model.safetensors or a run folder")
+    group.add_argument("--onnx", metavar="PATH", help="ONNX model written by 'reidkit export'")
+    add_runtime_arguments(parser)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, flip: bool = True) -> None:
+    """How a model embeds images: ``--device``, ``--batch-size``, ``--flip`` (unless ``flip`` is False: a
+    command that takes it from elsewhere), ``--workers``, ``--engine``, ``--threads``, ``--no-progress``."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    if flip:
+        parser.add_argument("--flip", action="store_true", help="average with the mirrored image's features")
+    parser.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="auto (default: ONNX Runtime on CPU for a dataset or >= "
+                             f"{AUTO_ONNX_MIN_IMAGES} images, exported once to the cache; else PyTorch), "
+                             "torch, onnx, compile (torch.compile)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for PyTorch / ONNX Runtime (default: the free physical cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_embedder(args: argparse.Namespace, model_file: str | None = None) -> Any:
+    """The ``reidkit.inference.Embedder`` of ``--checkpoint``/``--onnx`` (or ``model_file``), before its engine
+    is chosen (``embedder_from_args`` does both)."""
+    from reidkit.inference import load
+
+    if args.batch_size < 1:
+        raise ReidkitError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    source = model_file or getattr(args, "onnx", None) or getattr(args, "checkpoint", None)
+    if not source:
+        raise ReidkitError("expected --checkpoint PATH or --onnx PATH")
+    return load(source, device=args.device)
+
+
+def embedder_from_args(args: argparse.Namespace, n_images: int | None = None, model_file: str | None = None) -> Any:
+    """``load_embedder`` on the engine ``--engine`` chooses for ``n_images`` images (None: many)."""
+    return load_embedder(args, model_file).use_engine(args.engine, n_images, args.threads)
+
+
+def embedder_for_index(gallery: Any, index_dir: str, args: argparse.Namespace, n_images: int | None) -> Any:
+    """The embedder of ``--checkpoint``/``--onnx`` if given, else the model file recorded in the index;
+    refuses a model other than the one that built the index."""
+    meta = gallery.model_meta or {}
+    given = getattr(args, "onnx", None) or getattr(args, "checkpoint", None)
+    source = given or meta.get("source")
+    if not source:
+        raise ReidkitError(f"{index_dir}: the index does not record its model file; pass --checkpoint PATH")
+    if not given and not Path(source).exists():
+        raise ReidkitError(f"{index_dir}: the model file recorded in the index ({source}) is gone; "
+                           "pass --checkpoint PATH (the same model)")
+    emb = load_embedder(args, model_file=source)
+    gallery.check_model(emb.meta, what=f"model {source}")
+    return emb.use_engine(args.engine, n_images, args.threads)
+
+
+def parse_reader_options(items: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` items as a dict (values read as JSON when they parse, else strings)."""
+    opts: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ReidkitError(f"--option {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            opts[k.strip()] = json.loads(v)
+        except ValueError:
+            opts[k.strip()] = v
+    return opts
+
+
+def add_dataset_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--features FILE``, or ``--checkpoint/--onnx`` with ``--dataset NAME --root DIR`` (and ``--option``
+    reader options), plus the runtime options."""
+    src = parser.add_argument_group("input (either --features, or --checkpoint/--onnx with --dataset and --root)")
+    src.add_argument("--features", metavar="FILE", help="dataset features file from 'reidkit extract --dataset'")
+    src.add_argument("--checkpoint", metavar="PATH", help="model file: checkpoint.pt, model.safetensors or a run folder")
+    src.add_argument("--onnx", metavar="PATH", help="ONNX model (with --dataset and --root)")
+    src.add_argument("--dataset", metavar="NAME", help="dataset name (market1501, dukemtmcreid, msmt17, ...)")
+    src.add_argument("--root", metavar="DIR", help="folder holding the dataset")
+    src.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="dataset reader option, e.g. protocol=classic or split_id=3 (repeatable)")
+    add_runtime_arguments(parser)
+
+
+def dataset_features_from_args(args: argparse.Namespace, multi_query: str = "none") -> Any:
+    """The ``reidkit.inference.DatasetFeatures`` named by ``add_dataset_source_arguments``."""
+    from reidkit.inference import embed_dataset, read_dataset_features
+
+    model = args.checkpoint or args.onnx
+    if args.features:
+        if model or args.dataset:
+            raise ReidkitError("give either --features FILE or --checkpoint PATH --dataset NAME --root DIR")
+        if multi_query != "none":
+            raise ReidkitError("--multi-query needs --checkpoint and --dataset (features files hold single queries)")
+        return read_dataset_features(args.features)
+    if not (model and args.dataset and args.root):
+        raise ReidkitError("expected either --features FILE, or --checkpoint PATH (or --onnx) with --dataset NAME "
+                           "--root DIR")
+    if args.checkpoint and args.onnx:
+        raise ReidkitError("give --checkpoint or --onnx, not both")
+    from reidkit.data.datasets import load as load_dataset
+
+    ds = load_dataset(args.dataset, args.root, **parse_reader_options(args.option))
+    emb = embedder_from_args(args, len(ds.query) + len(ds.gallery))
+    return embed_dataset(emb, ds, args.batch_size, args.flip, args.workers, not args.no_progress, multi_query)

@@ -1,0 +1,43 @@
+"""Using a trained model: embed crops (``Embedder``, ``load``), search a gallery (``Gallery``),
+read and write features files, export to ONNX. One module per job:
+
+- ``reidkit.inference.engines``: what runs the network (PyTorch, ``torch.compile``, ONNX Runtime);
+- ``reidkit.inference.embedder``: crops → embeddings (batching, flip averaging, progress);
+- ``reidkit.inference.images``: pictures in any form → a uint8 batch at the input size;
+- ``reidkit.inference.sources``: where images come from (folder, CSV list) and their labels;
+- ``reidkit.inference.dataset``: a benchmark's query and gallery embedded;
+- ``reidkit.inference.features``: features files (one writer and one reader per layout);
+- ``reidkit.inference.gallery``: the searchable gallery index;
+- ``reidkit.inference.export``: ONNX export checked against PyTorch.
+"""
+
+from reidkit.inference.dataset import embed_dataset
+from reidkit.inference.embedder import Embedder, load
+from reidkit.inference.export import ExportReport, export_onnx, read_onnx_meta
+from reidkit.inference.features import (
+    DatasetFeatures,
+    FolderFeatures,
+    read_dataset_features,
+    read_folder_features,
+    save_dataset_features,
+    save_folder_features,
+)
+from reidkit.inference.gallery import Gallery, GalleryIndexError, SearchResult
+
+__all__ = [
+    "DatasetFeatures",
+    "Embedder",
+    "ExportReport",
+    "FolderFeatures",
+    "Gallery",
+    "GalleryIndexError",
+    "SearchResult",
+    "embed_dataset",
+    "export_onnx",
+    "load",
+    "read_dataset_features",
+    "read_folder_features",
+    "read_onnx_meta",
+    "save_dataset_features",
+    "save_folder_features",
+]

@@ -1,0 +1,224 @@
+"""Person crops → embeddings with a trained model: ``Embedder`` (batching, flip averaging and progress
+in one place, over any ``engine <reidkit.inference.engines>``) and ``load`` (any model file).
+
+Examples:
+    >>> import reidkit
+    >>> emb = reidkit.load("runs/stadb/model.safetensors")  # doctest: +SKIP
+    >>> feats = emb.embed(["a.jpg", "b.jpg"])  # (2, emb.embedding_dim) float32  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reidkit.data.augment import test_batch
+from reidkit.errors import CheckpointError, ReidkitError
+from reidkit.inference.engines import ENGINES, Engine, OnnxEngine, TorchEngine, choose_engine
+from reidkit.inference.images import ImageLike, images_to_uint8
+from reidkit.utils.devices import resolve_device
+
+__all__ = ["Embedder", "load"]
+
+
+class Embedder:
+    """Turns person crops into embeddings with a trained model (PyTorch or ONNX).
+
+    Make one with ``reidkit.load``, or wrap a model in memory: ``Embedder(model)``.
+
+    Attributes:
+        device: where the model runs.
+        input_size: (H, W) the crops are resized to.
+        embedding_dim: width D of the embeddings.
+        meta: the model description (name, options, input size, weights digest) stored in indexes and
+            features files.
+        engine: what runs the network (``reidkit.inference.engines.TorchEngine`` or
+            ``reidkit.inference.engines.OnnxEngine``); ``use_engine`` changes it.
+
+    Examples:
+        >>> emb = Embedder(model)  # doctest: +SKIP
+        >>> emb.embed(np.zeros((256, 128, 3), np.uint8)).shape  # doctest: +SKIP
+        torch.Size([1, 1536])
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, device: str | torch.device | None = None, *,
+                 onnx_path: str | os.PathLike[str] | None = None, autocast_dtype: torch.dtype | None = None) -> None:
+        self.device = resolve_device(device)
+        self.model: torch.nn.Module | None = None
+        self._meta: dict[str, Any] | None = None
+        self.source: str | None = None
+        self.engine: Engine
+        if onnx_path is not None:
+            self.engine = OnnxEngine(onnx_path, self.device)
+            self._meta = dict(self.engine.meta)
+            self.source = str(onnx_path)
+            size, dim = self._meta["input_size"], self._meta.get("embedding_dim")
+        elif model is not None:
+            self.model = model.to(self.device)
+            self.engine = TorchEngine(self.model, self.device, autocast_dtype)
+            size, dim = getattr(model, "input_size", (256, 128)), getattr(model, "embedding_dim", 0)
+        else:
+            raise ReidkitError("Embedder: pass a model or onnx_path")
+        self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.embedding_dim: int = int(dim or 0)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The model description with its weights digest (computed once, on first use)."""
+        if self._meta is None:
+            from reidkit.models.io import model_meta
+
+            assert self.model is not None
+            self._meta = model_meta(self.model, digest=True)  # type: ignore[arg-type]
+        return self._meta
+
+    def __repr__(self) -> str:
+        name = self._meta.get("model") if self._meta else getattr(self.model, "name", "?")
+        return (f"Embedder({name}, {self.engine.kind}, input {self.input_size[0]}x{self.input_size[1]}, "
+                f"{self.embedding_dim}-d, device={self.device})")
+
+    def use_engine(self, engine: str = "auto", n_images: int | None = None, threads: int | None = None) -> Embedder:
+        """Run on the engine ``--engine engine`` names (see ``reidkit.inference.engines.choose_engine``;
+        ``n_images`` None means "many") with ``threads`` CPU threads (default: the free physical cores);
+        returns ``self``."""
+        if engine not in ENGINES:
+            raise ReidkitError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+        if self.device.type == "cpu":
+            from reidkit.utils.threads import configure_cpu_threads
+
+            threads = configure_cpu_threads(threads)
+        meta = self.meta if self.model is not None and engine in ("auto", "onnx") else {}
+        self.engine = choose_engine(engine, self.model, self.engine, meta, n_images, threads)
+        return self
+
+    # ------------------------------------------------------------------ core
+    def embed_uint8(self, u8: torch.Tensor, batch_size: int = 64, flip: bool = False,
+                    progress: bool = False) -> torch.Tensor:
+        """Embed a uint8 ``(N, 3, H, W)`` RGB batch (resized to ``input_size`` when it is another size);
+        returns ``(N, D)`` float32 on the CPU. ``flip`` averages each image's embedding with its mirror's
+        (as BDB's evaluator)."""
+        if u8.dtype != torch.uint8 or u8.dim() != 4 or u8.shape[1] != 3:
+            raise ReidkitError(f"embed: expected uint8 images (N, 3, H, W), got {u8.dtype} {tuple(u8.shape)}")
+        if batch_size < 1:
+            raise ReidkitError(f"embed: expected a batch size >= 1, got {batch_size}")
+        if u8.shape[0] == 0:
+            return torch.zeros(0, self.embedding_dim)
+        starts: Any = range(0, int(u8.shape[0]), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="embed", unit="batch")
+        chunks = []
+        for s in starts:
+            x = test_batch(u8[s:s + batch_size].to(self.engine.device, non_blocking=True), self.input_size)
+            f = self.engine(x)
+            if flip:
+                f = (f + self.engine(x.flip(-1))) / 2.0
+            chunks.append(f)
+        return torch.cat(chunks)
+
+    def embed(self, images: ImageLike, batch_size: int = 64, flip: bool = False, bgr: bool = False,
+              normalize: bool = False) -> torch.Tensor:
+        """Embed pictures; returns an (N, D) float32 CPU tensor, one row per input picture.
+
+        ``images``: a file path, a PIL image, an H×W×3 uint8 array (RGB; OpenCV BGR with ``bgr=True``), a
+        list of these, or a tensor batch (uint8 (N, 3, H, W) or float in [0, 1]). ``flip`` averages with
+        the mirrored picture; ``normalize`` L2-normalises the rows. An unreadable file raises
+        ``reidkit.utils.images.ImageReadError`` naming it (use ``embed_paths`` to skip them).
+
+        Examples:
+            >>> feats = emb.embed(["a.jpg", Image.open("b.jpg"), cv2.imread("c.jpg")], bgr=False)  # doctest: +SKIP
+        """
+        feats = []
+        if torch.is_tensor(images) and images.dim() == 4:
+            for s in range(0, images.shape[0], 4096):
+                feats.append(self.embed_uint8(images_to_uint8(images[s:s + 4096], self.input_size, bgr),
+                                              batch_size, flip))
+        else:
+            items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) or torch.is_tensor(images) \
+                or (isinstance(images, np.ndarray) and images.ndim != 4) else list(images)
+            for s in range(0, len(items), 1024):
+                part = items[s:s + 1024]
+                u8 = (images_to_uint8(part[0], self.input_size, bgr) if len(part) == 1 and torch.is_tensor(part[0])
+                      else images_to_uint8(part, self.input_size, bgr))
+                feats.append(self.embed_uint8(u8, batch_size, flip))
+        out = torch.cat(feats) if feats else torch.zeros(0, self.embedding_dim)
+        return torch.nn.functional.normalize(out, dim=1) if normalize else out
+
+    def embed_paths(self, paths: Sequence[str], batch_size: int = 64, flip: bool = False, workers: int = 0,
+                    progress: bool = False, normalize: bool = False,
+                    chunk: int = 1024) -> tuple[torch.Tensor, list[str], list[str]]:
+        """Embed image files, skipping unreadable ones: returns (feats, kept_paths, bad_paths).
+
+        Files are decoded in chunks by ``reidkit.data.cache.decode_images`` (``workers`` threads),
+        so memory stays bounded for large folders; ``progress`` shows a bar.
+
+        Examples:
+            >>> feats, kept, bad = emb.embed_paths(["a.jpg", "broken.jpg"])  # doctest: +SKIP
+        """
+        from reidkit.data.cache import decode_images
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(paths), desc="embed", unit="img")
+        feats, kept, bad = [], [], []
+        try:
+            for s in range(0, len(paths), chunk):
+                part = [str(p) for p in paths[s:s + chunk]]
+                u8, bad_part = decode_images(part, self.input_size, workers)
+                bad_set = set(map(str, bad_part))
+                good = [p for p in part if p not in bad_set]
+                bad.extend(p for p in part if p in bad_set)
+                feats.append(self.embed_uint8(u8, batch_size, flip))
+                kept.extend(good)
+                if bar is not None:
+                    bar.update(len(part))
+        finally:
+            if bar is not None:
+                bar.close()
+        out = torch.cat(feats) if feats else torch.zeros(0, self.embedding_dim)
+        return (torch.nn.functional.normalize(out, dim=1) if normalize else out), kept, bad
+
+    def visual_maps(self, images: ImageLike, bgr: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(uint8 (N,3,H,W) inputs, the model's ``visual_maps`` dict of (N, h, w) maps); PyTorch models only."""
+        if self.model is None or not hasattr(self.model, "visual_maps"):
+            raise ReidkitError(f"{self.source or self.meta.get('model')}: attention maps need a PyTorch "
+                               "checkpoint or weight file with visual_maps(), not an ONNX file")
+        u8 = images_to_uint8(images, self.input_size, bgr)
+        x = test_batch(u8, self.input_size).to(self.device)
+        with torch.no_grad():
+            maps = self.model.visual_maps(x)
+        return u8, {k: v.detach().float().cpu() for k, v in maps.items()}
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Embedder:
+    """Load a model file for inference: a training checkpoint (.pt), a weight file (.safetensors), a run folder
+    or ONNX.
+
+    Unknown models and unreadable files raise ``reidkit.errors.CheckpointError`` with one line naming
+    the file.
+
+    Examples:
+        >>> emb = reidkit.load("runs/stadb/checkpoint.pt", device="cpu")  # doctest: +SKIP
+        >>> emb.input_size, emb.embedding_dim  # doctest: +SKIP
+        ((384, 128), 1536)
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: model file not found (expected a .pt checkpoint, .safetensors or .onnx)")
+    if p.suffix.lower() == ".onnx":
+        return Embedder(device=device, onnx_path=p)
+    from reidkit.models.io import load_model
+
+    dev = resolve_device(device)
+    emb = Embedder(load_model(str(p), dev), dev)
+    emb.source = str(p)
+    return emb
