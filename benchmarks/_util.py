@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 
 import psutil
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and its live children (DataLoader workers)."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
+    """CPU time of this process (``time.process_time``, nanosecond clock) and its live children (DataLoader
+    workers; ``psutil``, clock-tick resolution)."""
+    total = time.process_time()
+    for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
             total += sum(child.cpu_times()[:2])
     return total
+
+
+def rate(count: float, seconds: float) -> float:
+    """``count / seconds``, or NaN when ``seconds`` is not positive (a span below the clock's resolution):
+    a quick run on an idle clock must print "n/a", not stop on a division by zero."""
+    return count / seconds if seconds > 0 else math.nan
+
+
+def ratio(a: float, b: float) -> float:
+    """``a / b``, NaN when either is NaN or ``b`` is zero."""
+    return a / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
+
+
+def fmt(value: float, spec: str = ".0f", suffix: str = "") -> str:
+    """``value`` formatted with ``spec`` (and ``suffix``), or "n/a" for NaN."""
+    return "n/a" if math.isnan(value) else f"{value:{spec}}{suffix}"

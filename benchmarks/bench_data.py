@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from _util import cpu_seconds
+from _util import cpu_seconds, fmt, rate, ratio
 
 from reidkit.data.augment import AugmentConfig, TrainAugment
 from reidkit.data.cache import ImageCache, decode_images
@@ -44,7 +44,7 @@ def bench_batched(cache: ImageCache, aug: TrainAugment, sampler: PKSampler, devi
         n += x.shape[0]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return n / (time.perf_counter() - t), n / (cpu_seconds() - c)
+    return rate(n, time.perf_counter() - t), rate(n, cpu_seconds() - c)
 
 
 def bench_per_image(paths: list[str], pids: list[int], cfg: AugmentConfig, sampler: PKSampler,
@@ -60,7 +60,7 @@ def bench_per_image(paths: list[str], pids: list[int], cfg: AugmentConfig, sampl
         n += x.shape[0]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return n / (time.perf_counter() - t), n / (cpu_seconds() - c)
+    return rate(n, time.perf_counter() - t), rate(n, cpu_seconds() - c)
 
 
 def main() -> None:
@@ -92,7 +92,7 @@ def main() -> None:
         for pool, w in (("thread", 0), ("thread", args.workers), ("process", args.workers)):
             t = time.perf_counter()
             u8, _bad = decode_images(paths, size, workers=w, pool=pool)
-            timings[(pool, w)] = len(paths) / (time.perf_counter() - t)
+            timings[(pool, w)] = rate(len(paths), time.perf_counter() - t)
         decode_rows.append((f"{size[0]}×{size[1]}", len(paths), timings))
         cache = ImageCache(u8)
         sampler = PKSampler(pids, p, k, seed=0, num_batches=batches)
@@ -112,14 +112,14 @@ def main() -> None:
           "| ratio wall (per CPU-s) |")
     print("|---|---|---:|---:|---:|")
     for pipeline, size, b, s in rows:
-        print(f"| {pipeline} | {size} | {b[0]:.0f} ({b[1]:.0f}) | {s[0]:.0f} ({s[1]:.0f}) | "
-              f"{b[0] / s[0]:.1f}× ({b[1] / s[1]:.1f}×) |")
+        print(f"| {pipeline} | {size} | {fmt(b[0])} ({fmt(b[1])}) | {fmt(s[0])} ({fmt(s[1])}) | "
+              f"{fmt(ratio(b[0], s[0]), '.1f', '×')} ({fmt(ratio(b[1], s[1]), '.1f', '×')}) |")
     print("\nbuilding the cache (decode + PIL bilinear resize, once per run)\n")
     print(f"| size | images | 1 thread (img/s) | {args.workers} threads (img/s) | {args.workers} processes (img/s) |")
     print("|---|---:|---:|---:|---:|")
     for size, n, t in decode_rows:
-        print(f"| {size} | {n} | {t[('thread', 0)]:.0f} | {t[('thread', args.workers)]:.0f} | "
-              f"{t[('process', args.workers)]:.0f} |")
+        print(f"| {size} | {n} | {fmt(t[('thread', 0)])} | {fmt(t[('thread', args.workers)])} | "
+              f"{fmt(t[('process', args.workers)])} |")
 
 
 if __name__ == "__main__":

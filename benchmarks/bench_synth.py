@@ -8,10 +8,13 @@ printed as well (images per CPU-second).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import tempfile
 import time
+
+from _util import fmt, rate
 
 from reidkit.data.synthetic import generate_dataset, render_bytes
 
@@ -32,7 +35,7 @@ def main() -> None:
     for i in range(n):
         render_bytes(0, 1 + i % 50, 1 + i % 4, i)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    rows.append(("render + encode, 1 process", n, n / wall, n / cpu))
+    rows.append(("render + encode, 1 process", n, rate(n, wall), rate(n, cpu)))
 
     for workers in sorted({0, args.workers}):
         tmp = tempfile.mkdtemp(prefix="bench_synth_")
@@ -42,7 +45,7 @@ def main() -> None:
             wall, cpu = time.perf_counter() - t, time.process_time() - c
             count = sum(1 for _ in folder.rglob("*.jpg"))
             label = f"generate_dataset (files written), workers={workers}"
-            rows.append((label, count, count / wall, count / cpu if workers <= 1 else float("nan")))
+            rows.append((label, count, rate(count, wall), rate(count, cpu) if workers <= 1 else math.nan))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -50,9 +53,8 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}\n")
     print("| what | images | images/s (wall) | images per CPU-second |")
     print("|---|---:|---:|---:|")
-    for label, count, rate, cpu_rate in rows:
-        cpu_s = "n/a" if cpu_rate != cpu_rate else f"{cpu_rate:.0f}"
-        print(f"| {label} | {count} | {rate:.0f} | {cpu_s} |")
+    for label, count, wall_rate, cpu_rate in rows:
+        print(f"| {label} | {count} | {fmt(wall_rate)} | {fmt(cpu_rate)} |")
 
 
 if __name__ == "__main__":

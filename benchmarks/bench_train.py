@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from _util import cpu_seconds  # noqa: E402
+from _util import cpu_seconds, fmt, rate, ratio  # noqa: E402
 
 from reidkit.data.augment import AugmentConfig, TrainAugment  # noqa: E402
 from reidkit.data.per_image import make_loader  # noqa: E402
@@ -215,8 +215,8 @@ def bench_model(name: str, args: argparse.Namespace, u8: torch.Tensor, paths: li
         step = statistics.mean(s["step"])
         data = statistics.mean(s["data"])
         n = statistics.mean(s["n"])
-        out[path] = {"step_s": step, "data_s": data, "data_share": data / step, "img_s": n / step,
-                     "img_cpu_s": sum(s["n"]) / sum(s["cpu"]), "epoch_s": step * steps_per_epoch,
+        out[path] = {"step_s": step, "data_s": data, "data_share": ratio(data, step), "img_s": rate(n, step),
+                     "img_cpu_s": rate(sum(s["n"]), sum(s["cpu"])), "epoch_s": step * steps_per_epoch,
                      "steps": len(s["step"])}
     return out
 
@@ -235,10 +235,11 @@ def fmt_time(s: float) -> str:
 
 def row(r: dict[str, Any], args: argparse.Namespace) -> str:
     c, p = r["cached"], r["per-image"]
-    cells = [r["model"], f"{c['img_s']:.2f} ({c['img_cpu_s']:.2f})", f"{100 * c['data_share']:.1f}% "
-             f"({1000 * c['data_s']:.0f} ms)", fmt_time(c["epoch_s"]),
-             f"{p['img_s']:.2f} ({p['img_cpu_s']:.2f})", f"{100 * p['data_share']:.1f}% ({1000 * p['data_s']:.0f} ms)",
-             fmt_time(p["epoch_s"]), f"{c['img_s'] / p['img_s']:.2f}× ({c['img_cpu_s'] / p['img_cpu_s']:.2f}×)"]
+    cells = [r["model"], f"{fmt(c['img_s'], '.2f')} ({fmt(c['img_cpu_s'], '.2f')})",
+             f"{fmt(100 * c['data_share'], '.1f', '%')} ({1000 * c['data_s']:.0f} ms)", fmt_time(c["epoch_s"]),
+             f"{fmt(p['img_s'], '.2f')} ({fmt(p['img_cpu_s'], '.2f')})",
+             f"{fmt(100 * p['data_share'], '.1f', '%')} ({1000 * p['data_s']:.0f} ms)", fmt_time(p["epoch_s"]),
+             f"{fmt(ratio(c['img_s'], p['img_s']), '.2f', '×')} ({fmt(ratio(c['img_cpu_s'], p['img_cpu_s']), '.2f', '×')})"]
     if args.device_obj.type == "cuda" or args.flops:
         gflop = r["flops"] / 1e9
         mfu = (r["flops"] / c["step_s"] / (args.peak_tflops * 1e12)) if args.peak_tflops else float("nan")

@@ -72,3 +72,29 @@ def test_bench_train_gpu_options_are_there() -> None:
     text = _help("bench_train.py")
     for opt in ("--device", "--amp", "--channels-last", "--compile", "--peak-tflops", "--flops"):
         assert opt in text
+
+
+def test_rates_survive_a_cpu_clock_that_did_not_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick run can finish inside one tick of the CPU clock (``cpu_seconds`` unchanged): the rate is
+    "n/a" in the table, never a ``ZeroDivisionError`` (``bench_data.py --quick`` once failed so on a fresh
+    clone)."""
+    import importlib
+    import math
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    bench_data = importlib.import_module("bench_data")
+    util = importlib.import_module("_util")
+    monkeypatch.setattr(bench_data, "cpu_seconds", lambda: 12.5)  # the clock never moves
+    from reidkit.data.augment import AugmentConfig, TrainAugment
+    from reidkit.data.cache import ImageCache
+    from reidkit.data.sampler import PKSampler
+
+    cache = ImageCache(torch.zeros(8, 3, 16, 8, dtype=torch.uint8))
+    aug = TrainAugment(AugmentConfig.for_pipeline("none", size=(16, 8)))
+    sampler = PKSampler([0, 0, 1, 1, 2, 2, 3, 3], 2, 2, seed=0, num_batches=2)
+    wall, cpu = bench_data.bench_batched(cache, aug, sampler, "cpu")
+    assert wall > 0 and math.isnan(cpu)
+    assert util.fmt(cpu) == "n/a" and util.fmt(util.ratio(wall, cpu), ".1f", "×") == "n/a"
+    assert util.rate(6, 2.0) == 3.0 and util.fmt(util.rate(6, 2.0), ".1f", "×") == "3.0×"
