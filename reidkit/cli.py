@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from reidkit import __version__
@@ -61,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # at once instead of spinning ~0.1 s after every product, taking cores from the torch work that
     # follows (BENCHMARKS.md, evaluation)
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    # Pillow's notes on odd files (corrupt EXIF, palette transparency) are noise in a command: an unreadable
+    # image is named by reidkit itself. The library leaves the filters to its host (reidkit.utils.images).
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:
         top.parse_args(argv)  # prints help/version or an "invalid choice" error

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,7 +40,10 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
     """Read an image file as RGB; raise ``ImageReadError`` naming the file if it cannot be decoded.
 
     Only regular files are opened: a named pipe, socket or device called ``x.jpg`` is refused at once
-    (opening a FIFO would block forever).
+    (opening a FIFO would block forever); a picture of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is
+    refused before its pixels are decoded. The process's warning filters are left alone (changing them is
+    not thread-safe, and this runs in decoding threads): Pillow's own warnings reach the host application's
+    filters; the ``reidkit`` command ignores them.
     """
     if isinstance(path, (str, os.PathLike)):
         try:
@@ -54,13 +56,15 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
             kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (pipe, socket or device)"
             raise ImageReadError(f"{path}: {kind}; expected an image file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                img.load()
-                if img.width < 1 or img.height < 1:
-                    raise ImageReadError(f"{path}: image has no pixels")
-                return to_rgb(img)
+        with Image.open(path) as img:
+            if img.width < 1 or img.height < 1:
+                raise ImageReadError(f"{path}: image has no pixels")
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:
+                raise ImageReadError(f"{path}: {img.width}×{img.height} pixels, more than the {limit}-pixel limit "
+                                     "(PIL.Image.MAX_IMAGE_PIXELS); expected a person crop")
+            img.load()
+            return to_rgb(img)
     except ImageReadError:
         raise
     except FileNotFoundError as exc:

@@ -189,6 +189,90 @@ def test_named_pipe_called_jpg_does_not_hang(tmp_path, rel_weights, cli):
     assert res.returncode == 0 and "1_pipe.jpg" in res.stderr, res.stderr
 
 
+
+def _interleaved_reads(monkeypatch, path, during=None):
+    """Two threads in ``read_image`` at once, interleaved deterministically: A enters, B enters, A leaves
+    while B is still inside (the order a thread pool produces now and then). ``during`` runs in a third
+    thread while both are inside."""
+    import threading
+
+    from PIL import Image as PILImage
+
+    real_open = PILImage.open
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def open_in_turn(fp, *args, **kwargs):
+        if threading.current_thread().name == "reader-a":
+            a_in.set()
+            assert b_in.wait(30)
+            if during is not None:
+                t = threading.Thread(target=during)
+                t.start()
+                t.join()
+        else:
+            b_in.set()
+            assert a_done.wait(30)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(PILImage, "open", open_in_turn)
+    errors = []
+
+    def read(name):
+        try:
+            read_image(path)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+        finally:
+            if name == "reader-a":
+                a_done.set()
+
+    threads = [threading.Thread(target=read, args=(n,), name=n) for n in ("reader-a", "reader-b")]
+    threads[0].start()
+    assert a_in.wait(30)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_concurrent_reads_leave_the_warning_filters_alone(tmp_path, monkeypatch):
+    """read_image runs in decoding threads: it must not save and restore the process's warning filters
+    (two overlapping reads used to leave them at "ignore everything" for the rest of the process, hiding
+    reidkit's warnings about unreadable images and the host application's own)."""
+    p = tmp_path / "good.png"
+    p.write_bytes(VALID[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        before = list(warnings.filters)
+        _interleaved_reads(monkeypatch, p)
+        assert warnings.filters == before
+
+
+def test_a_read_does_not_hide_other_threads_warnings(tmp_path, monkeypatch):
+    """A warning raised by the host application in another thread while an image is being read is shown."""
+    p = tmp_path / "good.png"
+    p.write_bytes(VALID[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _interleaved_reads(monkeypatch, p, during=lambda: warnings.warn("the host's own warning", UserWarning,
+                                                                        stacklevel=1))
+    assert any("the host's own warning" in str(w.message) for w in caught), caught
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_oversized_picture_is_refused_before_decoding(tmp_path, monkeypatch):
+    """More pixels than PIL.Image.MAX_IMAGE_PIXELS: a one-line ImageReadError naming the file (Pillow
+    itself only warns up to twice its limit, and would decode the whole picture)."""
+    from PIL import Image as PILImage
+
+    p = tmp_path / "wide.png"
+    PILImage.new("RGB", (40, 30)).save(p)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 1200 pixels: above the limit, below twice it
+    with pytest.raises(ImageReadError) as info:
+        read_image(p)
+    assert str(p) in _one_line(info.value) and "1000-pixel limit" in str(info.value)
+
+
 # ------------------------------------------------------------------------------------------- the cache
 @FUZZ
 @given(blobs=st.lists(st.one_of(garbage, st.sampled_from(VALID)), min_size=1, max_size=6),
