@@ -4,13 +4,15 @@ columns), or a benchmark's query/gallery; and the labels a file name carries."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidkit.errors import DatasetError
 from reidkit.utils.images import walk_files
+from reidkit.utils.paths import OUTSIDE, listed_path
 
 MARKET_RE = re.compile(r"^(-?\d+)_c(\d+)")
 CAM_RE = re.compile(r"^[cC]?(\d+)_")
@@ -18,11 +20,13 @@ CAM_RE = re.compile(r"^[cC]?(\d+)_")
 
 @dataclass
 class ImageList:
-    """Image paths with their identity and camera labels (-1 when unknown)."""
+    """Image paths with their identity and camera labels (-1 when unknown), and the list entries left out
+    (``(as written, why)``)."""
 
     paths: list[str]
     pids: list[int]
     camids: list[int]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -69,8 +73,10 @@ def folder_images(directory: str) -> ImageList:
 
 
 def csv_images(csv_path: str) -> ImageList:
-    """Paths, pids and camids from a CSV with a ``path`` column (optional ``pid``, ``camid``; paths relative
-    to the CSV's folder). Missing labels are -1."""
+    """Paths, pids and camids from a CSV with a ``path`` column (optional ``pid``, ``camid``). Missing labels
+    are -1. Paths are read as the ``csv`` dataset reads them (``reidkit.utils.paths.listed_path``): absolute
+    as written, relative from the CSV's folder; a relative path that leads outside that folder is left out
+    and listed in ``skipped``."""
     p = Path(csv_path)
     if not p.is_file():
         raise DatasetError(f"{p}: CSV file not found")
@@ -84,35 +90,44 @@ def csv_images(csv_path: str) -> ImageList:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{p}: not a readable CSV file ({type(exc).__name__})") from exc
     out = ImageList([], [], [])
+    folder = os.path.abspath(p.parent)
     for line, row in enumerate(rows, start=2):
         if not row.get("path"):
             continue
-        q = Path(row["path"])
-        out.paths.append(str(q if q.is_absolute() else p.parent / q))
         try:
-            out.pids.append(int(row["pid"]) if row.get("pid") not in (None, "") else -1)
-            out.camids.append(int(row["camid"]) if row.get("camid") not in (None, "") else -1)
+            pid = int(row["pid"]) if row.get("pid") not in (None, "") else -1
+            camid = int(row["camid"]) if row.get("camid") not in (None, "") else -1
         except ValueError as exc:
             raise DatasetError(f"{p}:{line}: pid and camid must be integers") from exc
+        path = listed_path(row["path"], folder)
+        if path is None:
+            out.skipped.append((row["path"], f"{OUTSIDE} {folder} (line {line})"))
+            continue
+        out.paths.append(path)
+        out.pids.append(pid)
+        out.camids.append(camid)
     if not out.paths:
-        raise DatasetError(f"{p}: the CSV lists no images")
+        raise DatasetError(f"{p}: the CSV lists no images" + (f" inside {folder} (every path leads outside it)"
+                                                               if out.skipped else ""))
     return out
 
 
 def collect_images(images: str | None, csv_path: str | None) -> ImageList:
-    """The images of ``--images DIR`` or ``--csv FILE``."""
+    """The images of ``--images DIR`` or ``--csv FILE``; the CSV rows left out are listed on stderr."""
     if csv_path:
-        return csv_images(csv_path)
+        found = csv_images(csv_path)
+        report_bad([f"{raw} ({why})" for raw, why in found.skipped], what="CSV row(s)")
+        return found
     if images is None:
         raise DatasetError("expected a folder of images or a CSV list")
     return folder_images(images)
 
 
-def report_bad(bad: list[str], limit: int = 20) -> None:
-    """Print the unreadable images that were skipped (to stderr)."""
+def report_bad(bad: list[str], limit: int = 20, what: str = "unreadable image(s)") -> None:
+    """Print what was skipped (to stderr): ``reidkit: skipped N <what>:`` and up to ``limit`` of them."""
     if not bad:
         return
-    print(f"reidkit: skipped {len(bad)} unreadable image(s):", file=sys.stderr)
+    print(f"reidkit: skipped {len(bad)} {what}:", file=sys.stderr)
     for b in bad[:limit]:
         print(f"  {b}", file=sys.stderr)
     if len(bad) > limit:

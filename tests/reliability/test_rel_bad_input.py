@@ -426,6 +426,59 @@ def test_csv_paths_outside_root_are_skipped_and_listed(tmp_path):
     assert [raw for raw, _ in ds.extras["skipped"]] == ["../secret.png", "imgs/../../secret.png"]
 
 
+segment = st.sampled_from(["imgs", "a b", "..", ".", "sub", "x.png", "..x", "é"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.one_of(st.lists(segment, min_size=1, max_size=5).map("/".join),
+                               st.lists(segment, min_size=1, max_size=3).map(lambda s: "/" + "/".join(s))),
+                     min_size=1, max_size=8))
+def test_both_csv_readers_take_the_same_paths(rows):
+    """'reidkit extract --csv' (inference.sources.csv_images) and the csv dataset reader read the same
+    list the same way: the same rows kept, leading to the same files, the same rows skipped as leaving the
+    CSV's folder (extract used to embed them)."""
+    from reidkit.data import datasets
+    from reidkit.inference.sources import csv_images
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folder = Path(d) / "lists"
+        folder.mkdir()
+        p = folder / "list.csv"
+        fixed = ["good.png,1,0,train", "good.png,1,0,query", "good.png,1,1,gallery"]  # no split left empty
+        p.write_text("path,pid,camid,split\n" + "\n".join([*fixed, *(f"{r},1,0,train" for r in rows)]) + "\n",
+                     encoding="utf-8")
+        mine = csv_images(str(p))
+        ds = datasets.load("csv", p, verify_images=False)
+        theirs = [r.path for s in (ds.train, ds.query, ds.gallery) for r in s]
+        skipped = [raw for raw, _ in ds.extras.get("skipped", [])]
+        assert sorted(mine.paths) == sorted(theirs)
+        assert sorted(raw for raw, _ in mine.skipped) == sorted(skipped)
+        for raw in rows:
+            if not raw.startswith("/"):
+                leaves = os.path.commonpath([os.path.normpath(folder / raw), folder]) != str(folder)
+                assert (raw in skipped) == leaves, raw
+
+
+def test_extract_csv_lists_rows_that_leave_its_folder(tmp_path, rel_weights, cli_inproc):
+    """A CSV row whose path leads outside the CSV's folder is skipped and listed, as the dataset reader does."""
+    from reidkit.inference.features import read_folder_features
+
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(VALID[1])
+    sub = tmp_path / "sub"
+    (sub / "imgs").mkdir(parents=True)
+    (sub / "imgs" / "ok.png").write_bytes(VALID[1])
+    p = sub / "list.csv"
+    p.write_text("path,pid,camid\nimgs/ok.png,1,0\n../secret.png,2,0\nimgs/../../secret.png,3,0\n", encoding="utf-8")
+    res = cli_inproc(["extract", "--checkpoint", str(rel_weights), "--csv", str(p), "--out",
+                      str(tmp_path / "f.safetensors"), "--device", "cpu", "--no-progress", "--engine", "torch"])
+    assert res.returncode == 0, res.stderr
+    assert "skipped 2 CSV row(s)" in res.stderr and "../secret.png" in res.stderr
+    ff = read_folder_features(tmp_path / "f.safetensors")
+    assert ff.paths == [str(sub / "imgs" / "ok.png")]
+
+
 @pytest.mark.parametrize(("label", "text"), [
     ("no path column", "file,pid\na.jpg,1\n"),
     ("pid not a number", "path,pid,camid\nq.png,x,0\n"),

@@ -13,7 +13,8 @@ the scan), symlinked image files are read.
 CSV list (``load("csv", "list.csv")``, or a folder holding exactly one ``.csv``): a header with at least
 ``path,pid,camid,split`` (extra columns are ignored); ``split`` is train, query or gallery; ``path`` is
 relative to the CSV's folder or absolute. A relative path that leads outside the CSV's folder (``..``)
-is left out and listed in ``extras["skipped"]``.
+is left out and listed in ``extras["skipped"]`` (``reidkit.utils.paths.listed_path``: the rule of
+``reidkit extract --csv`` too).
 
 For both: camera ids are renumbered ``0..C-1`` in increasing order of the given numbers, across all
 splits (``extras["camera_ids"]`` lists the given numbers: camid ``i`` was ``camera_ids[i]``); train
@@ -33,6 +34,7 @@ from reidkit.data.datasets._common import RawRecord, VerifyMode, assemble, norma
 from reidkit.data.records import SPLITS, ReidDataset
 from reidkit.errors import DatasetError
 from reidkit.utils.images import walk_files
+from reidkit.utils.paths import OUTSIDE, listed_path
 
 CAM_RE = re.compile(r"^[cC]?(\d+)_")
 FOLDER_LAYOUT = "<root>/{train,query,gallery}/<pid>/<camid>_<anything>.jpg"
@@ -103,13 +105,6 @@ def _find_csv(root: Path) -> Path:
     raise DatasetError(f"csv: {root} does not exist (expected a CSV file with columns {','.join(CSV_COLUMNS)})")
 
 
-def _within(path: str, folder: str) -> bool:
-    try:
-        return os.path.commonpath([path, folder]) == folder
-    except ValueError:  # different drives
-        return False
-
-
 def load_csv(root: str | os.PathLike[str], verify_images: VerifyMode = True) -> ReidDataset:
     """Read a dataset from a CSV with columns ``path,pid,camid,split`` (see the module docstring)."""
     normalize_verify(verify_images)
@@ -142,13 +137,10 @@ def load_csv(root: str | os.PathLike[str], verify_images: VerifyMode = True) -> 
                                        f"{', '.join(SPLITS)}")
                 if not raw_path:
                     raise DatasetError(f"csv: {csv_path}:{line}: empty path")
-                if os.path.isabs(raw_path):
-                    path = os.path.normpath(raw_path)
-                else:
-                    path = os.path.normpath(os.path.join(folder, raw_path))
-                    if not _within(path, folder):
-                        skipped.append((raw_path, f"path leads outside {folder} (line {line})"))
-                        continue
+                path = listed_path(raw_path, folder)
+                if path is None:
+                    skipped.append((raw_path, f"{OUTSIDE} {folder} (line {line})"))
+                    continue
                 splits[split].append((path, pid, cam))
     except UnicodeDecodeError as exc:
         raise DatasetError(f"csv: {csv_path} is not UTF-8 text ({exc.reason})") from exc
