@@ -6,7 +6,10 @@ A config file is a YAML mapping with the sections of ``RunConfig`` (``model``, `
 loaded first and the file's keys are merged over them (mappings merge key by key, anything
 else replaces). Command-line overrides ``section.key=value`` are parsed as YAML scalars and
 applied last. Unknown keys and values of the wrong type raise ``reidkit.errors.ConfigError``
-with one line naming the key and the file (or ``--set``) it came from.
+with one line naming the key and the file (or ``--set``) it came from. A file must be UTF-8 text, and a
+document (file or ``--set`` value) may hold at most ``reidkit.utils.limits.MAX_CONFIG_VALUES`` values once
+its YAML aliases are expanded, checked before it is built ("billion laughs" documents are refused at
+once). Every value a config accepts runs: the checks bound each setting to what training can do.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ import yaml
 from reidkit.data.augment import AugmentConfig
 from reidkit.errors import ConfigError
 from reidkit.utils.atomic import atomic_write_text
+from reidkit.utils.limits import (
+    MAX_BATCH_IMAGES,
+    MAX_CONFIG_VALUES,
+    MAX_SEED,
+    MAX_WORKERS,
+    input_size_problem,
+)
 
 __all__ = [
     "DataConfig",
@@ -170,19 +180,79 @@ class RunConfig:
 _FREE_FORM = {"model.options", "data.options"}  # dicts passed through to other modules
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(text: str, source: str) -> Any:
+    """The YAML document ``text`` as plain data (safe tags only), refused with a one-line ``ConfigError``
+    naming ``source`` when it is not valid YAML, nests too deeply, refers to itself or expands (through
+    aliases) to more than ``MAX_CONFIG_VALUES`` values."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
+        return _bounded_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
+        raise ConfigError(f"{source}: invalid YAML{where}") from None
+
+
+def _bounded_yaml(text: str, source: str) -> Any:
+    """``load_yaml`` that lets ``yaml.YAMLError`` through (a ``--set`` value that is not YAML is text)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply; expected a config") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Count the values ``root`` stands for with every alias expanded (each node once, memoised); refuse a
+    document that refers to itself or expands past ``MAX_CONFIG_VALUES``."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            total = 1 + sum(size[id(c)] for c in _children(node))
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(f"{source}: the YAML expands (through aliases) to more than {MAX_CONFIG_VALUES} "
+                                  "values; expected a config")
+            size[key] = total
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{source}: a YAML alias refers to the value that holds it; expected a config")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or type(exc).__name__})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML config") from None
+    data = load_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -245,9 +315,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text}: empty key; expected SECTION.KEY=VALUE, e.g. optim.lr=3e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _bounded_yaml(raw, f"--set {key}") if raw.strip() else None
     except yaml.YAMLError:
-        value = raw
+        value = raw  # not YAML: the text itself
     return key.split("."), value
 
 
@@ -297,6 +367,12 @@ def _type_name(tp: Any) -> str:
 
 class _Mismatch(Exception):
     pass
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a message stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
@@ -378,7 +454,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str, where: Any) -> Any:
             kwargs[key] = _coerce(value, hints[key], dotted, where)
         except _Mismatch:
             raise ConfigError(
-                f"{src}: '{dotted}' must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
+                f"{src}: '{dotted}' must be {_type_name(hints[key])}, got {_short(value)} ({type(value).__name__})"
             ) from None
     try:
         return cls(**kwargs)
@@ -391,37 +467,59 @@ def _build(cls: type, data: dict[str, Any], prefix: str, where: Any) -> Any:
 
 
 def _check(cfg: RunConfig, where: Any) -> None:
+    """Every setting within what training can run (ranges from the consumers: the sampler, the optimisers,
+    the seeds, the workers, ``reidkit.utils.limits``)."""
     def bad(key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{where(key)}: '{key}' must be {expected}, got {value!r}")
+        return ConfigError(f"{where(key)}: '{key}' must be {expected}, got {_short(value)}")
 
-    if cfg.data.size is not None and (len(cfg.data.size) != 2 or min(cfg.data.size) < 8):
-        raise bad("data.size", "[H, W] with both at least 8", cfg.data.size)
-    for key, value, low in (
-        ("sampler.p", cfg.sampler.p, 1),
-        ("sampler.k", cfg.sampler.k, 1),
-        ("train.epochs", cfg.train.epochs, 1),
-        ("train.eval_every", cfg.train.eval_every, 0),
-        ("train.log_every", cfg.train.log_every, 1),
-        ("train.save_every_steps", cfg.train.save_every_steps, 0),
-        ("data.workers", cfg.data.workers, 0),
-        ("data.eval_batch_size", cfg.data.eval_batch_size, 1),
-        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, 0),
-        ("schedule.warmup_step", cfg.schedule.warmup_step, 1),
+    if cfg.data.size is not None:
+        problem = input_size_problem(cfg.data.size)
+        if problem:
+            raise ConfigError(f"{where('data.size')}: 'data.size': {problem}")
+    for key, value, low, high in (
+        ("sampler.p", cfg.sampler.p, 1, MAX_BATCH_IMAGES),
+        ("sampler.k", cfg.sampler.k, 1, MAX_BATCH_IMAGES),
+        ("train.epochs", cfg.train.epochs, 1, None),
+        ("train.eval_every", cfg.train.eval_every, 0, None),
+        ("train.log_every", cfg.train.log_every, 1, None),
+        ("train.save_every_steps", cfg.train.save_every_steps, 0, None),
+        ("train.seed", cfg.train.seed, 0, MAX_SEED),
+        ("data.workers", cfg.data.workers, 0, MAX_WORKERS),
+        ("data.eval_batch_size", cfg.data.eval_batch_size, 1, None),
+        ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, 0, None),
+        ("schedule.warmup_step", cfg.schedule.warmup_step, 1, None),
+        ("eval.max_rank", cfg.eval.max_rank, 1, None),
     ):
-        if value < low:
-            raise bad(key, f"an integer >= {low}", value)
+        if value < low or (high is not None and value > high):
+            raise bad(key, f"an integer >= {low}" + (f" and <= {high}" if high is not None else ""), value)
+    if cfg.sampler.p * cfg.sampler.k > MAX_BATCH_IMAGES:
+        raise bad("sampler.k", f"such that sampler.p × sampler.k <= {MAX_BATCH_IMAGES} images a batch",
+                  cfg.sampler.k)
     if cfg.sampler.num_batches is not None and cfg.sampler.num_batches < 1:
         raise bad("sampler.num_batches", "null or an integer >= 1", cfg.sampler.num_batches)
     if cfg.optim.lr <= 0:
         raise bad("optim.lr", "a positive number", cfg.optim.lr)
+    for key, value in (("optim.weight_decay", cfg.optim.weight_decay), ("optim.momentum", cfg.optim.momentum)):
+        if value < 0:
+            raise bad(key, "a number >= 0", value)
     if cfg.optim.grad_clip is not None and cfg.optim.grad_clip <= 0:
         raise bad("optim.grad_clip", "null or a positive number", cfg.optim.grad_clip)
-    if len(cfg.optim.betas) != 2:
-        raise bad("optim.betas", "a list of two numbers", cfg.optim.betas)
-    if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones):
-        raise bad("schedule.milestones", "increasing epochs", cfg.schedule.milestones)
+    if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
+        raise bad("optim.betas", "a list of two numbers in [0, 1)", cfg.optim.betas)
+    if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones) or any(m < 0 for m in cfg.schedule.milestones):
+        raise bad("schedule.milestones", "increasing epochs >= 0", cfg.schedule.milestones)
+    if cfg.schedule.gamma <= 0:
+        raise bad("schedule.gamma", "a positive number", cfg.schedule.gamma)
+    if not 0.0 <= cfg.schedule.min_factor <= 1.0:
+        raise bad("schedule.min_factor", "a number in [0, 1]", cfg.schedule.min_factor)
+    if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:
+        raise bad("train.max_seconds", "null or a positive number of seconds", cfg.train.max_seconds)
     if cfg.train.device not in ("auto", "cpu", "cuda", "mps") and not cfg.train.device.startswith("cuda:"):
         raise bad("train.device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", cfg.train.device)
+    from reidkit.models.registry import names
+
+    if cfg.model.name not in names():
+        raise bad("model.name", f"one of {', '.join(names())}", cfg.model.name)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>",

@@ -569,6 +569,74 @@ def test_bad_config_cli_subprocess(tmp_path, cli, one_line_error):
     one_line_error(cli(["train", "--config", str(p)], timeout=120), "train.epochs")
 
 
+def _laughs(levels: int = 6, width: int = 9) -> str:
+    """A "billion laughs" YAML value: ``width ** levels`` strings once its aliases are expanded."""
+    rows = [f"&l0 [{', '.join(['lol'] * width)}]"]
+    rows += [f"&l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "[" + ", ".join(rows) + "]"
+
+
+@pytest.mark.parametrize("key", ["train.epochs", "schedule.milestones", "model.options.backbone",
+                                 "data.options.split_id", "nosuch.section", "_base_"])
+def test_yaml_alias_bomb_is_refused_at_once(tmp_path, key, cli_inproc):
+    """A document whose aliases expand to half a million values, under any key, in a file or a --set value:
+    refused with one short line before it is built (it used to be expanded by the type checks, the error
+    message or the dump, for minutes, to a MemoryError)."""
+    from reidkit.engine.config import load_config
+
+    section, _, name = key.rpartition(".")
+    text = f"{section}:\n  {name}: {_laughs()}\n" if section else f"{name}: {_laughs()}\n"
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text, encoding="utf-8")
+    for call in (lambda: load_config(p), lambda: load_config(None, [f"{key}={_laughs()}"])):
+        with pytest.raises(ConfigError) as info:
+            call()
+        msg = _one_line(info.value)
+        assert "expands" in msg and len(msg) < 300, msg[:300]
+    res = cli_inproc(["train", "--config", str(p), "--print-config"])
+    assert res.returncode == 2 and len(res.error_lines()) == 1 and len(res.stderr) < 400, res.stderr[:400]
+
+
+@pytest.mark.parametrize(("label", "text"), [
+    ("alias inside itself", "schedule:\n  milestones: &m [1, *m]\n"),
+    ("options inside themselves", "model:\n  options: &o {backbone: resnet18, x: *o}\n"),
+    ("deep nesting", "train:\n  epochs: " + "[" * 20_000 + "]" * 20_000 + "\n"),
+    ("merge key bomb", "a: &a {x: 1, y: 2}\nb: &b {<<: [*a, *a, *a, *a]}\n" + "".join(
+        f"c{i}: &c{i} {{<<: [{', '.join([f'*c{i - 1}' if i else '*b'] * 8)}]}}\n" for i in range(7))),
+])
+def test_self_referring_or_deep_yaml_is_one_line(tmp_path, label, text, cli_inproc):
+    from reidkit.engine.config import load_config
+
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert len(_one_line(info.value)) < 300, label
+    res = cli_inproc(["train", "--config", str(p), "--print-config"])
+    assert res.returncode == 2 and len(res.error_lines()) == 1, (label, res.stderr[:400])
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=300),
+                      st.sampled_from([b"train:\n  epochs: 3\n", b"model:\n  name: baseline\n"]).flatmap(
+                          lambda good: st.tuples(st.integers(0, len(good)), st.binary(min_size=1, max_size=8))
+                          .map(lambda t: good[:t[0]] + t[1] + good[t[0]:]))))
+def test_config_file_in_any_bytes(data):
+    """Any bytes as a config file (invalid UTF-8, NUL, control characters, half a mapping): a config or a
+    one-line ConfigError naming the file."""
+    from reidkit.engine.config import RunConfig, load_config
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "cfg.yaml"
+        p.write_bytes(data)
+        try:
+            cfg = load_config(p)
+        except ConfigError as exc:
+            assert str(p) in _one_line(exc)
+        else:
+            assert isinstance(cfg, RunConfig)
+
+
 KEYS = ["train.epochs", "train.seed", "train.device", "train.amp", "train.max_seconds", "optim.lr", "optim.betas",
         "optim.grad_clip", "optim.name", "sampler.p", "sampler.k", "sampler.num_batches", "data.size",
         "data.workers", "data.pipeline", "eval.metric", "eval.flip", "schedule.milestones", "schedule.kind",

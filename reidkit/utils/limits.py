@@ -1,0 +1,28 @@
+"""The bounds every value read from a file or a config is checked against before anything is allocated.
+
+A model file, an ONNX file, a features file, an index manifest or a config names sizes (input size,
+embedding width, number of classes, options); reidkit checks them against these bounds first, so a
+crafted or damaged file is a one-line error instead of a traceback or an attempt to allocate petabytes
+(``docs/guarantees.md``, "Files reidkit reads").
+"""
+
+from __future__ import annotations
+
+MIN_INPUT_SIDE = 8  # every network trains and embeds at 8×8 (tests/reliability: the config's edge values)
+MAX_INPUT_SIDE = 1024  # person crops are 128-384 pixels high; 1024×1024 still trains and embeds
+MAX_EMBEDDING_DIM = 65_536
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights; the papers' networks hold 25-35 million
+MAX_BATCH_IMAGES = 4096  # sampler.p × sampler.k (the papers use 64-256)
+MAX_WORKERS = 128  # data.workers: decoding threads or DataLoader processes
+MAX_CONFIG_VALUES = 100_000  # values in a YAML document once its aliases are expanded (a preset holds ~100)
+MAX_SEED = 2**32 - 1  # train.seed: numpy and the derived augmentation seeds stay in range
+
+
+def input_size_problem(size: object) -> str | None:
+    """Why ``size`` is not an input size ``[H, W]`` within the bounds (None when it is one)."""
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in size):
+        return f"expected [H, W], two integers, got {size!r}"[:200]
+    if not all(MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in size):
+        return f"expected [H, W] with both between {MIN_INPUT_SIDE} and {MAX_INPUT_SIDE}, got {list(size)}"
+    return None
