@@ -12,8 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+# runs/demo is the demo's own folder: each `make demo` starts afresh there (--force)
 demo: $(BIN)/.installed
-	$(BIN)/reidkit demo
+	$(BIN)/reidkit demo --force
 
 test: $(BIN)/.installed
 	-@bash scripts/install_chromium.sh

@@ -21,3 +21,8 @@ class ConfigError(ReidkitError):
 
 class CheckpointError(ReidkitError):
     """A checkpoint, weight or feature file that cannot be read safely."""
+
+
+class OutputError(ReidkitError):
+    """An output path reidkit cannot or will not write: a folder where a file is expected (or the reverse),
+    a device or pipe, files of another run, a full disk, a read-only or immutable folder."""

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a demo config value, e.g. --set sampler.p=4 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--force", action="store_true",
+                        help="start afresh in an --out folder that holds a training run (its checkpoint.pt, "
+                             "checkpoint_prev.pt and best.pt are removed); without it such a folder is refused")
 
 
 def _table(rows: dict[str, dict[str, Any]]) -> str:
@@ -88,15 +91,18 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     from reidkit.data.datasets import load
     from reidkit.data.synthetic import generate_dataset
+    from reidkit.engine.checkpoint import RUN_STATE
     from reidkit.engine.config import apply_overrides, config_from_dict
     from reidkit.engine.runlog import RunLog
     from reidkit.engine.trainer import Trainer
-    from reidkit.utils.atomic import atomic_write_json
+    from reidkit.utils.atomic import atomic_write_json, output_folder, refuse_to_replace
 
-    out = Path(args.out)
-    for stale in ("checkpoint.pt", "checkpoint_prev.pt", "best.pt"):  # the demo always starts afresh
+    out = output_folder(args.out, "the demo's run folder", create=False)
+    data_dir = output_folder(args.data, "the synthetic dataset", create=False)
+    if not args.force:
+        refuse_to_replace(out, RUN_STATE, "a training run", "--force")
+    for stale in RUN_STATE:  # asked for with --force: the demo starts afresh
         (out / stale).unlink(missing_ok=True)
-    data_dir = Path(args.data)
     print(f"[1/4] synthetic data in {data_dir} ...", flush=True)
     from reidkit.data.synthetic import DATASET_FOLDER
 

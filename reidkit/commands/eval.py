@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
         raise ReidkitError("give either --features FILE or --checkpoint PATH (with --dataset and --root)")
     if args.max_rank < 1:
         raise ReidkitError(f"--max-rank: expected a positive integer, got {args.max_rank}")
+    from reidkit.utils.atomic import output_file, output_folder
+
+    if args.out:
+        output_folder(args.out, "metrics.json and cmc.png", create=False)
+    if args.save_features:
+        output_file(args.save_features, "the features file")
     features = dataset_features_from_args(args, args.multi_query)
     if args.save_features and not args.features:
         from reidkit.inference import save_dataset_features
@@ -103,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         from reidkit.utils.atomic import atomic_write_json
         from reidkit.viz.curves import plot_cmc
 
-        out = Path(args.out)
+        out = output_folder(args.out, "metrics.json and cmc.png")
         atomic_write_json(out / "metrics.json", payload)
         curves = {name: r["cmc"] for name, r in results.items()}
         plot_cmc(curves, out / "cmc.png", title="CMC")

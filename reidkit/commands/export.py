@@ -31,9 +31,11 @@ def run(args: argparse.Namespace) -> int:
     """Export, check, report the difference."""
     from reidkit.inference import export_onnx
     from reidkit.models.io import load_model
+    from reidkit.utils.atomic import output_file
 
     if not 7 <= args.opset <= 25:
         raise ReidkitError(f"--opset: expected a version between 7 and 25, got {args.opset}")
+    output_file(args.out, "the ONNX file")
     model = load_model(args.checkpoint, "cpu")
     report = export_onnx(model, args.out, opset=args.opset, atol=args.atol)
     print(report.summary())

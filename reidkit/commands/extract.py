@@ -38,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
     """Embed and write the features file."""
     from reidkit.inference import embed_dataset, save_dataset_features, save_folder_features
     from reidkit.inference.sources import collect_images, report_bad
+    from reidkit.utils.atomic import output_file
 
     progress = not args.no_progress
     if args.dataset and not args.root:
         raise ReidkitError("--dataset needs --root DIR (the folder holding the dataset)")
+    output_file(args.out, "the features file")
     emb = load_embedder(args)
     if args.dataset:
         from reidkit.data.datasets import load as load_dataset

@@ -30,12 +30,14 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit index build`` and ``reidkit index add``."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    b = sub.add_parser("build", help="embed a folder of images into a new index (replaces an existing one)")
+    b = sub.add_parser("build", help="embed a folder of images into a new index")
     add_model_arguments(b)
     _add_source_arguments(b)
     b.add_argument("--out", required=True, metavar="INDEX_DIR", help="index folder to write")
     b.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
                    help="distance used by searches (default euclidean)")
+    b.add_argument("--force", action="store_true",
+                   help="replace an index already in INDEX_DIR (its entries are lost); without it that is refused")
     a = sub.add_parser("add", help="embed more images into an existing index")
     a.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
     add_model_arguments(a, required=False)
@@ -74,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from reidkit.inference import Gallery
 
     if args.action == "build":
+        from reidkit.inference.gallery import MANIFEST
+        from reidkit.utils.atomic import output_folder, refuse_to_replace
+
+        output_folder(args.out, "the index", create=False)
+        if not args.force:
+            refuse_to_replace(args.out, [MANIFEST], "an index", "--force")
         gallery = Gallery(metric=args.metric)
         emb = load_embedder(args)
         todo, _dup = _new_images(gallery, args)

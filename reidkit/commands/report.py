@@ -29,10 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and write the page."""
+    from reidkit.utils.atomic import output_file
     from reidkit.viz.report import write_report
 
     if args.worst < 0 or args.k < 1:
         raise ReidkitError("--worst must be >= 0 and --k >= 1")
+    output_file(args.out, "the HTML report")
     data = dataset_features_from_args(args)
     info = {"features": args.features} if args.features else {"dataset": f"{args.dataset} ({args.root})"}
     path, metrics = write_report(args.out, data, k=args.k, worst=args.worst, metric=args.metric,

@@ -60,10 +60,14 @@ def run(args: argparse.Namespace) -> int:
     """Embed the queries, search the index, print or write the results."""
     from reidkit.inference import Gallery
     from reidkit.inference.sources import list_folder, report_bad
-    from reidkit.utils.atomic import atomic_write_text
+    from reidkit.utils.atomic import atomic_write_text, output_file
 
     if args.k < 1:
         raise ReidkitError(f"--k: expected a positive integer, got {args.k}")
+    if args.out:
+        output_file(args.out, "the results")
+    if args.picture:
+        output_file(args.picture, "the rank-list picture")
     gallery = Gallery.load(args.index)
     if len(gallery) == 0:
         raise ReidkitError(f"{args.index}: the index is empty; add images with 'reidkit index add'")

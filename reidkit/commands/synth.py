@@ -28,9 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print where it is and its statistics."""
     from reidkit.data.synthetic import generate_dataset, save_sample_grid
+    from reidkit.utils.atomic import output_file, output_folder
 
     if args.workers < 0:
         raise ReidkitError(f"--workers: expected >= 0, got {args.workers}")
+    output_folder(args.out, "the dataset", create=False)
+    if args.grid:
+        output_file(args.grid, "the sample picture")
     t0 = time.perf_counter()
     folder = generate_dataset(
         args.out, ids=args.ids, cams=args.cams, seed=args.seed, images_per_id_cam=args.images_per_id_cam,

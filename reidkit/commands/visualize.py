@@ -61,9 +61,9 @@ def _images(items: list[str], limit: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the pictures."""
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ReidkitError(f"{out}: exists and is not a folder; expected an output folder")
+    from reidkit.utils.atomic import output_folder
+
+    out = output_folder(args.out, "the pictures", create=False)
     if args.kind == "attention":
         from reidkit.inference import load
         from reidkit.utils.images import ImageReadError, read_image

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from reidkit.errors import DatasetError
-from reidkit.utils.atomic import atomic_path, atomic_write_json
+from reidkit.errors import DatasetError, OutputError
+from reidkit.utils.atomic import atomic_path, atomic_write_json, output_folder, system_error
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 META_FILE = "reidkit_synth.json"
@@ -618,8 +618,11 @@ def generate_dataset(
         if not overwrite:
             raise DatasetError(f"{target}: already exists with other contents; expected an empty place "
                                "(pass --force / overwrite=True to replace it)")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}.", dir=out))
+    output_folder(out, "the synthetic dataset")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}.", dir=out))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the dataset ({exc.strerror or type(exc).__name__})") from None
     try:
         for folder in {j.folder for j in jobs} | {"bounding_box_train", "bounding_box_test", "query"}:
             (tmp / folder).mkdir(parents=True, exist_ok=True)
@@ -647,8 +650,11 @@ def generate_dataset(
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        cause = system_error(exc)
+        if cause is not None and not isinstance(exc, OutputError):  # a full disk, a read-only folder
+            raise OutputError(f"{out}: cannot write the dataset ({cause.strerror or cause})") from None
         raise
     return target
 

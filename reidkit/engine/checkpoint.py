@@ -29,6 +29,7 @@ __all__ = [
     "BEST",
     "LATEST",
     "PREVIOUS",
+    "RUN_STATE",
     "capture_rng",
     "find_resume_checkpoint",
     "load_checkpoint",
@@ -39,6 +40,7 @@ __all__ = [
 LATEST = "checkpoint.pt"
 PREVIOUS = "checkpoint_prev.pt"
 BEST = "best.pt"
+RUN_STATE = (LATEST, PREVIOUS, BEST)  # what a run folder holds that a fresh run would replace
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = False) -> Path:
@@ -56,8 +58,8 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = 
                 os.link(latest, tmp)
             except OSError:
                 shutil.copyfile(latest, tmp)
-    with atomic_path(latest) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(latest) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)  # through a Python file: a full disk surfaces as the OSError it is
     if best:  # a real copy, not a link: damage to one file must not take the other with it
         with atomic_path(run_dir / BEST) as tmp:
             shutil.copyfile(latest, tmp)

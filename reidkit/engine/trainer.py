@@ -113,7 +113,10 @@ class Trainer:
 
     def setup(self) -> None:
         """Load data, build the model, optimiser, sampler and augmentation; restore a checkpoint if resuming."""
+        from reidkit.utils.atomic import output_folder
+
         cfg = self.cfg
+        output_folder(self.run_dir, "the run folder", create=False)
         if not self.resume and (self.run_dir / "checkpoint.pt").exists():
             raise ConfigError(f"{self.run_dir}: run folder already holds a checkpoint; pass --resume to continue "
                               "it or --out to choose another folder")
@@ -201,7 +204,7 @@ class Trainer:
         self.log = RunLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.train.tensorboard,
                           plots=cfg.train.plots, history=history)
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            output_folder(self.run_dir, "the run folder")
             save_config(cfg, self.run_dir / "config.yaml")
             env = environment_info(cfg.train.seed, self.device, self.dist.world_size)
             env.update({"model": cfg.model.name, "num_classes": self.num_classes, "input_size": list(self.size),

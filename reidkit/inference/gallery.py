@@ -38,7 +38,7 @@ from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.eval.distance import check_metric
 from reidkit.eval.knn import k_nearest
 from reidkit.inference.features import check_finite, load_tensors, save_tensors
-from reidkit.utils.atomic import atomic_write_json
+from reidkit.utils.atomic import atomic_write_json, output_folder
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -198,10 +198,7 @@ class Gallery:
         Examples:
             >>> g.save("my_index")  # doctest: +SKIP
         """
-        out = Path(directory)
-        if out.exists() and not out.is_dir():
-            raise GalleryIndexError(f"{out}: exists and is not a folder; expected an index folder")
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(directory, "the index")
         old = _read_manifest(out) if (out / MANIFEST).is_file() else None
         name = f"embeddings-{uuid.uuid4().hex[:12]}.safetensors"
         emb = self.embeddings

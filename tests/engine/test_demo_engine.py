@@ -27,8 +27,13 @@ def test_demo_writes_metrics_plots_and_rank_list(tmp_path: Path) -> None:
                  "config.yaml", "history.json"):
         assert (out / name).is_file(), name
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
-    # a second run into the same folder starts afresh instead of refusing
-    rc = main(["demo", "--out", str(out), "--data", str(data), "--ids", "12", "--epochs", "1", "--quiet",
-               "--set", "data.size=[64, 32]", "--set", "sampler.p=3", "--set", "sampler.k=2",
-               "--set", "sampler.num_batches=1", "--set", "data.workers=0"])
+    # a second run into the same folder is refused (it would remove the run's checkpoints) ...
+    argv = ["demo", "--out", str(out), "--data", str(data), "--ids", "12", "--epochs", "1", "--quiet",
+            "--set", "data.size=[64, 32]", "--set", "sampler.p=3", "--set", "sampler.k=2",
+            "--set", "sampler.num_batches=1", "--set", "data.workers=0"]
+    assert main(argv) == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    # ... unless asked for with --force: then it starts afresh
+    rc = main([*argv, "--force"])
     assert rc == 0 and json.loads((out / "metrics.json").read_text())["epochs"] == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1

@@ -48,10 +48,24 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(args: list[str], *, timeout: float = 240, env: dict[str, str] | None = None,
-            cwd: str | os.PathLike[str] | None = None) -> CliResult:
-    """Run ``python -m reidkit ARGS`` with a timeout (a hang fails the test instead of blocking CI)."""
+            cwd: str | os.PathLike[str] | None = None, max_file_bytes: int | None = None,
+            umask: int | None = None) -> CliResult:
+    """Run ``python -m reidkit ARGS`` with a timeout (a hang fails the test instead of blocking CI).
+
+    ``max_file_bytes`` caps the size of any file the command writes (``RLIMIT_FSIZE``: a write past it fails
+    with EFBIG, as a write to a full disk fails with ENOSPC); ``umask`` is the child's umask.
+    """
+    def limit() -> None:
+        import resource
+
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+        if umask is not None:
+            os.umask(umask)
+
     proc = subprocess.run([sys.executable, "-m", "reidkit", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=_child_env(env), cwd=cwd or REPO, check=False)
+                          timeout=timeout, env=_child_env(env), cwd=cwd or REPO, check=False,
+                          preexec_fn=limit if (max_file_bytes is not None or umask is not None) else None)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
