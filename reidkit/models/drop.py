@@ -29,7 +29,7 @@ def self_threshold_attention(x: Tensor) -> Tensor:
     return x.mean(dim=1)
 
 
-def self_threshold_mask(x: Tensor, alpha: float = 0.8, threshold: str = "max") -> Tensor:
+def self_threshold_mask(x: Tensor, alpha: float = 0.8, threshold: str = "quantile") -> Tensor:
     """STADB's drop mask ``(N, H, W)`` of ``x`` ``(N, C, H, W)``: 0 where a position is erased, 1 elsewhere.
 
     ``threshold`` is one of ``THRESHOLDS`` (see the module docstring); a sample whose rule would erase
@@ -53,7 +53,7 @@ def self_threshold_mask(x: Tensor, alpha: float = 0.8, threshold: str = "max") -
     return (~erase).reshape(n, h, w).to(x.dtype)
 
 
-def self_threshold_drop(x: Tensor, alpha: float = 0.8, threshold: str = "max") -> tuple[Tensor, Tensor]:
+def self_threshold_drop(x: Tensor, alpha: float = 0.8, threshold: str = "quantile") -> tuple[Tensor, Tensor]:
     """``(x × mask, mask)`` with ``self_threshold_mask``."""
     mask = self_threshold_mask(x, alpha, threshold)
     return x * mask[:, None], mask

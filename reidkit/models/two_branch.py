@@ -83,7 +83,7 @@ class TwoBranchOptions:
     branches: str = "all"
     part_block: str = "bottleneck"
     drop: str = "self_threshold"
-    threshold: str = "max"
+    threshold: str = "quantile"
     attention: str | None = "cbam"
     cbam: str = "reference"
     use_sa: bool = True

@@ -109,7 +109,7 @@ def test_self_threshold_mask_max_rule_zeroes_exactly_from_alpha_max() -> None:
     torch.manual_seed(0)
     x = torch.randn(3, 8, 6, 4)
     alpha = 0.8
-    mask = self_threshold_mask(x, alpha)
+    mask = self_threshold_mask(x, alpha, "max")
     att = x.mean(1)
     for n in range(3):
         thr = alpha * float(att[n].max())
