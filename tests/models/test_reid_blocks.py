@@ -97,7 +97,7 @@ def test_imagenet_from_hub_cache_and_offline_error(tmp_path: Path, monkeypatch: 
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(ReidkitError, match=r"resnet18-f37072fd\.pth.*--pretrained PATH"):
+    with pytest.raises(ReidkitError, match=r"resnet18-f37072fd\.pth.*--set model\.options\.pretrained=PATH"):
         resnet(18, pretrained="imagenet")
     state = _tv_checkpoint(18, hub / "checkpoints" / Path(IMAGENET_URLS[18]).name)
     m = resnet(18, pretrained="imagenet")

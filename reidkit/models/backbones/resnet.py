@@ -184,12 +184,13 @@ def _fetch_imagenet(depth: int) -> dict[str, Tensor]:
     if cached is not None:
         return _read_state_dict(cached)
     url = IMAGENET_URLS[depth]
-    try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
+    try:  # torch.hub draws a download bar on stderr
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         raise ReidkitError(
             f"cannot download ImageNet weights for resnet{depth} ({type(exc).__name__}); download {url} "
-            f"into {Path(torch.hub.get_dir()) / 'checkpoints'} or pass --pretrained PATH (or --pretrained none)"
+            f"into {Path(torch.hub.get_dir()) / 'checkpoints'}, or give a local file with "
+            "--set model.options.pretrained=PATH (or train from scratch with --set model.options.pretrained=null)"
         ) from None
 
 
