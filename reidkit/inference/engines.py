@@ -160,7 +160,6 @@ def choose_engine(engine: str, model: nn.Module | None, current: Engine, meta: d
     if not path.is_file():
         from reidkit.inference.export import export_onnx
 
-        print(f"reidkit: exporting the model to ONNX once for faster CPU extraction: {path}", file=sys.stderr)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             export_onnx(model, path)
@@ -170,6 +169,9 @@ def choose_engine(engine: str, model: nn.Module | None, current: Engine, meta: d
             print(f"reidkit: warning: ONNX export failed ({str(exc).splitlines()[0]}); using PyTorch",
                   file=sys.stderr)
             return current
+        print(f"reidkit: exported the model to ONNX once for faster CPU inference: {path} "
+              f"({path.stat().st_size / 2**20:.0f} MB; reused from now on; REIDKIT_CACHE moves the cache, "
+              "--engine torch skips it)", file=sys.stderr)
     try:
         return OnnxEngine(path, current.device, threads if on_cpu else None)
     except ReidkitError as exc:  # a damaged cache file: export again next time
