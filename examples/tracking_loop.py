@@ -10,8 +10,12 @@ One line is printed per detection with its track id.
 Run on your own frames and MOTChallenge-style detections (det.txt rows: frame, id, left, top, width, height, ...):
     python examples/tracking_loop.py --model MODEL --frames video_frames/ --detections det.txt
 
-Run with no video: synthetic pedestrian crops pasted onto a background at moving positions (crops come from
-a Market-1501-layout folder; without DIR a small synthetic one is generated in a temporary folder):
+Run with no video: pedestrians pasted onto a background at moving positions, each frame showing another
+picture of each person (another camera or moment), so the tracker must recognise people, not copies of one
+picture. The pictures come from a Market-1501-layout folder (the dataset folder, or a folder holding one, such
+as the demo's data/synthetic); without DIR a small synthetic set is generated in a temporary folder. At the
+end it prints, per person, the tracks it was given and how many frames each:
+    python examples/tracking_loop.py --model runs/demo/model.safetensors --demo data/synthetic
     python examples/tracking_loop.py --model MODEL --demo [DIR] [--num-frames 12] [--people 3]
 """
 
@@ -87,30 +91,42 @@ def folder_frames(frames_dir: Path, det_file: Path) -> Iterator[tuple[np.ndarray
         yield np.asarray(Image.open(path).convert("RGB")), boxes, None
 
 
+def market_folder(path: Path) -> Path:
+    """The folder of pictures inside a Market-1501-layout dataset: its ``bounding_box_test`` (also when ``path``
+    holds the dataset folder, as ``data/synthetic`` does), or ``path`` itself."""
+    for candidate in (path, *sorted(p for p in path.iterdir() if p.is_dir())) if path.is_dir() else ():
+        if (candidate / "bounding_box_test").is_dir():
+            return candidate / "bounding_box_test"
+    return path
+
+
 def demo_frames(market_dir: Path, people: int, num_frames: int, seed: int) -> Iterator:
-    """BGR frames (as cv2 gives them) with one crop per person pasted at moving positions; the last person
-    enters a third of the way in. Yields (frame, boxes in shuffled order, person index of each box)."""
+    """BGR frames (as cv2 gives them) with one picture per person pasted at moving positions, a different picture
+    of the person in each frame (cycling through theirs); the last person enters a third of the way in.
+    Yields (frame, boxes in shuffled order, person index of each box)."""
     rng = np.random.default_rng(seed)
-    folder = market_dir / "bounding_box_test" if (market_dir / "bounding_box_test").is_dir() else market_dir
-    by_pid: dict[str, Path] = {}
+    folder = market_folder(market_dir)
+    by_pid: dict[str, list[Path]] = {}
     for p in sorted(folder.glob("*.jpg")):  # Market names: PPPP_cXsY_FFFFFF_BB.jpg; 0000 / -1 are not people
-        by_pid.setdefault(p.name.split("_")[0], p)
+        by_pid.setdefault(p.name.split("_")[0], []).append(p)
     pids = sorted(k for k in by_pid if k not in ("0000", "-1"))
     if len(pids) < people:
-        raise SystemExit(f"error: {folder} holds {len(pids)} identities, --people {people} asks for more")
-    crops = [np.asarray(Image.open(by_pid[k]).convert("RGB")) for k in rng.choice(pids, people, replace=False)]
-    ch, cw = crops[0].shape[:2]
-    crops = [np.asarray(Image.fromarray(c).resize((cw, ch))) for c in crops]
+        raise SystemExit(f"error: {folder} holds {len(pids)} identities, --people {people} asks for more; "
+                         "expected a Market-1501-layout folder (bounding_box_test/PPPP_cC..._.jpg)")
+    chosen = [by_pid[k] for k in rng.choice(pids, people, replace=False)]
+    first = np.asarray(Image.open(chosen[0][0]).convert("RGB"))
+    ch, cw = first.shape[:2]
+    pictures = [[np.asarray(Image.open(p).convert("RGB").resize((cw, ch))) for p in paths] for paths in chosen]
     lane = 3 * cw  # each person walks back and forth in its own lane, so the crops never overlap
     background = rng.integers(60, 120, size=(ch + 2 * (ch // 8), lane * people, 3), dtype=np.uint8)
     for t in range(num_frames):
         frame, boxes, who = background.copy(), [], []
-        for i, crop in enumerate(crops):
+        for i, mine in enumerate(pictures):
             if i == people - 1 and people > 1 and t < num_frames // 3:
                 continue
             x = i * lane + abs((t * cw // 4 + i * cw) % (4 * cw) - 2 * cw)  # triangle wave in [0, 2cw]
             y = ch // 8 + round(ch / 10 * math.sin(t / 2 + i))
-            frame[y:y + ch, x:x + cw] = crop
+            frame[y:y + ch, x:x + cw] = mine[t % len(mine)]
             boxes.append([x, y, x + cw, y + ch])
             who.append(i)
         order = rng.permutation(len(boxes))  # detectors give no particular order
@@ -150,14 +166,21 @@ def main(argv: list[str] | None = None) -> int:
                                           distractors=0, junk=0, gt_bbox=False)
             source, bgr = demo_frames(market, args.people, args.num_frames, args.seed), True
         t = -1
+        tracks_of: dict[int, dict[int, int]] = {}  # demo: person -> track id -> frames
         for t, (frame, boxes, who) in enumerate(source):
             crops = cut_crops(frame, boxes)
             feats = emb.embed(crops, bgr=bgr, normalize=True).numpy() if crops else np.zeros((0, 1))
             for d, ((tid, dist), box) in enumerate(zip(tracker.update(feats, t), boxes, strict=True)):
                 note = "new" if dist is None else f"distance {dist:.3f}"
                 gt = f"  person {who[d]}" if who is not None else ""
+                if who is not None:
+                    counts = tracks_of.setdefault(who[d], {})
+                    counts[tid] = counts.get(tid, 0) + 1
                 print(f"frame {t:4d}  det {d}  box {','.join(str(int(v)) for v in box)}  "
                       f"-> track {tid}  ({note}){gt}")
+    for person, counts in sorted(tracks_of.items()):
+        shown = ", ".join(f"track {tid} in {n} frame{'s' * (n > 1)}" for tid, n in sorted(counts.items()))
+        print(f"person {person}: {shown}" + ("  (kept one identity)" if len(counts) == 1 else ""))
     print(f"{tracker.next_id - 1} tracks over {t + 1} frames", file=sys.stderr)
     return 0
 

@@ -2,7 +2,8 @@
 
 The scripts run as subprocesses, all started at once (each spends most of its time importing torch), and
 their output is checked for structure: CSV rows per query with k ranked matches; a track id for every
-detection, one stable id per pasted person (the same picture gives distance ~0). The tracker class is
+detection, one stable id per pasted person when each person has one picture (the same picture gives distance
+~0), another picture of each person in every frame otherwise, and the per-person summary. The tracker class is
 also tested in-process.
 """
 
@@ -81,13 +82,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess
     for q in sorted((market / "query").glob("*.jpg"))[:2]:
         shutil.copy(q, gallery / f"copy_{q.name}")
     frames_dir, det = _write_folder_scene(tmp, market)
+    single = tmp / "one_picture_each"  # one picture per identity: the demo pastes the same picture every frame
+    single.mkdir()
+    for path in sorted((market / "bounding_box_test").glob("*.jpg")):
+        if not any(p.name.split("_")[0] == path.name.split("_")[0] for p in single.iterdir()):
+            shutil.copy(path, single / path.name)
 
     py, m = sys.executable, ["--model", str(model_path), "--device", "cpu"]
     commands = {
         "reid": [py, str(EXAMPLES / "reid_across_folders.py"), *m, "--query-dir", str(market / "query"),
                       "--gallery-dir", str(gallery), "--k", str(K), "--out", "matches.csv", "--index", "index"],
-        "demo": [py, str(EXAMPLES / "tracking_loop.py"), *m, "--demo", str(market), "--people", "3",
+        "demo": [py, str(EXAMPLES / "tracking_loop.py"), *m, "--demo", str(single), "--people", "3",
                       "--num-frames", "7"],
+        "demo_varied": [py, str(EXAMPLES / "tracking_loop.py"), *m, "--demo", str(market.parent), "--people", "3",
+                        "--num-frames", "6"],
         "demo_generated": [py, str(EXAMPLES / "tracking_loop.py"), *m, "--demo", "--num-frames", "2"],
         "folder": [py, str(EXAMPLES / "tracking_loop.py"), *m, "--frames", str(frames_dir),
                         "--detections", str(det)],
@@ -166,6 +174,21 @@ def test_tracking_demo_gives_every_detection_a_stable_track(runs) -> None:
     assert sum(m[8] == "new" for m in lines) == 3
     for t in frames:  # detections arrive in shuffled order, so matching is by appearance, not position in list
         assert len({int(m[7]) for m in lines if int(m[1]) == t}) == sum(int(m[1]) == t for m in lines)
+
+
+def test_tracking_demo_shows_another_picture_every_frame(runs) -> None:
+    run, _ = runs["demo_varied"]  # the folder holding the dataset folder, as data/synthetic is
+    out = _ok(run)
+    lines = _track_lines(out)
+    assert len(lines) == 2 * 2 + 3 * 4  # the third person enters at frame 6 // 3 = 2
+    # each person has 4 pictures in the test split, shown in turn: matches are never exact copies
+    assert all(float(m[9]) > 1e-4 for m in lines if m[8] != "new")
+    summary = [line for line in out.splitlines() if line.startswith("person ")]
+    assert len(summary) == 3
+    for line in summary:  # every detection of the person is counted under one of its tracks
+        person = int(line.split()[1].rstrip(":"))
+        frames = sum(int(n) for n in re.findall(r"in (\d+) frame", line))
+        assert frames == sum(int(m[10]) == person for m in lines)
 
 
 def test_tracking_demo_without_folder_generates_its_own_crops(runs) -> None:
