@@ -30,13 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export, check, report the difference."""
     from reidkit.inference import export_onnx
-    from reidkit.models.io import load_model
+    from reidkit.inference.modelfile import load_model_file
     from reidkit.utils.atomic import output_file
 
     if not 7 <= args.opset <= 25:
         raise ReidkitError(f"--opset: expected a version between 7 and 25, got {args.opset}")
     output_file(args.out, "the ONNX file")
-    model = load_model(args.checkpoint, "cpu")
+    model = load_model_file(args.checkpoint, "cpu")
     report = export_onnx(model, args.out, opset=args.opset, atol=args.atol)
     print(report.summary())
     return 0

@@ -203,8 +203,9 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
     """Load a model file for inference: a training checkpoint (.pt), a weight file (.safetensors), a run folder
     or ONNX.
 
-    Unknown models and unreadable files raise ``reidkit.errors.CheckpointError`` with one line naming
-    the file.
+    The file is read as untrusted input (``reidkit.inference.modelfile``): unknown models, damaged
+    metadata, weights that do not fit their description and unreadable files raise
+    ``reidkit.errors.CheckpointError`` with one line naming the file, before anything is allocated.
 
     Examples:
         >>> emb = reidkit.load("runs/stadb/checkpoint.pt", device="cpu")  # doctest: +SKIP
@@ -216,9 +217,9 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
         raise CheckpointError(f"{p}: model file not found (expected a .pt checkpoint, .safetensors or .onnx)")
     if p.suffix.lower() == ".onnx":
         return Embedder(device=device, onnx_path=p)
-    from reidkit.models.io import load_model
+    from reidkit.inference.modelfile import load_model_file
 
     dev = resolve_device(device)
-    emb = Embedder(load_model(str(p), dev), dev)
+    emb = Embedder(load_model_file(p, dev), dev)
     emb.source = str(p)
     return emb

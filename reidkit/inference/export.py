@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from reidkit.errors import CheckpointError, ReidkitError
+from reidkit.inference.modelfile import check_model_meta, parse_meta_json
 from reidkit.models.io import META_KEY, model_meta
 from reidkit.utils.atomic import atomic_path
 
@@ -155,10 +156,9 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: not a readable ONNX file ({type(exc).__name__})") from exc
     props = {e.key: e.value for e in proto.metadata_props}
     if META_KEY in props:
-        try:
-            meta = json.loads(props[META_KEY])
-        except ValueError as exc:
-            raise CheckpointError(f"{p}: damaged reidkit metadata in the ONNX file") from exc
+        meta = check_model_meta(parse_meta_json(props[META_KEY], p), p, registered=False)
+        if "input_size" not in meta:
+            raise CheckpointError(f"{p}: damaged model description (no 'input_size')")
         return dict(meta)
     # A foreign ONNX file: read the input size from a static input shape.
     try:
@@ -172,4 +172,6 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     if h <= 0 or w <= 0:
         raise CheckpointError(f"{p}: no reidkit metadata and a dynamic input size; expected a file from "
                               "'reidkit export'")
-    return {"model": p.stem, "options": {}, "input_size": [h, w], "embedding_dim": d, "weights_digest": None}
+    meta = {"model": p.stem or "onnx", "options": {}, "input_size": [h, w], "embedding_dim": max(d, 0),
+            "weights_digest": None}
+    return check_model_meta(meta, p, registered=False)

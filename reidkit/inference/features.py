@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from reidkit.errors import CheckpointError
+from reidkit.inference.modelfile import check_model_meta
 from reidkit.utils.atomic import atomic_path
 
 DATASET_KEYS = ("query_feats", "query_pids", "query_camids", "gallery_feats", "gallery_pids", "gallery_camids")
@@ -91,19 +93,35 @@ def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
         raise CheckpointError(f"{p}: features file not found (expected a .safetensors file)")
     try:
         tensors: dict[str, torch.Tensor] = {}
-        with safe_open(str(p), framework="pt") as fh:
-            raw_meta = fh.metadata() or {}
-            for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
-                tensors[key] = fh.get_tensor(key)
+        if _utf8(p):
+            with safe_open(str(p), framework="pt") as fh:
+                raw_meta = fh.metadata() or {}
+                for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    tensors[key] = fh.get_tensor(key)
+        else:  # safe_open takes UTF-8 paths only: read a file named in other bytes whole
+            from safetensors.torch import load
+
+            data = p.read_bytes()
+            tensors = load(data)
+            (size,) = struct.unpack("<Q", data[:8])
+            raw_meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
     except Exception as exc:  # safetensors raises several private error types
         raise CheckpointError(f"{p}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
     meta: dict[str, Any] = {}
     for k, v in raw_meta.items():
         try:
             meta[k] = json.loads(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # not JSON: kept as the text it is
             meta[k] = v
     return tensors, meta
+
+
+def _utf8(p: Path) -> bool:
+    try:
+        os.fspath(p).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_finite(feats: torch.Tensor, what: str) -> None:
@@ -135,7 +153,9 @@ def save_folder_features(path: str | os.PathLike[str], feats: torch.Tensor, path
 
 
 def read_folder_features(path: str | os.PathLike[str]) -> FolderFeatures:
-    """Read a file written by ``save_folder_features`` (``reidkit extract --images``).
+    """Read a file written by ``save_folder_features`` (``reidkit extract --images``), checked as
+    ``read_dataset_features`` checks its files (float N×D features without NaN or infinite values, integer
+    labels with one entry per row, the paths a list of N strings when present, a valid model description).
 
     Examples:
         >>> ff = read_folder_features("feats.safetensors")  # doctest: +SKIP
@@ -144,13 +164,53 @@ def read_folder_features(path: str | os.PathLike[str]) -> FolderFeatures:
     if "feats" not in tensors:
         raise CheckpointError(f"{path}: no 'feats' tensor; expected a folder features file from "
                               "'reidkit extract --images'")
-    feats = tensors["feats"].float()
+    feats = _feature_matrix(tensors["feats"], path, "feats", min_rows=0)
     n = feats.shape[0]
-    paths = meta.get("paths")
-    if not isinstance(paths, list) or len(paths) != n:
-        paths = [f"#{i}" for i in range(n)]
-    return FolderFeatures(feats, [str(p) for p in paths], _ids(tensors.get("pids"), n),
-                          _ids(tensors.get("camids"), n), meta.get("reidkit"))
+    paths = _path_list(meta, "paths", n, path)
+    return FolderFeatures(feats, paths if paths is not None else [f"#{i}" for i in range(n)],
+                          _labels(tensors.get("pids"), n, path, "pids"),
+                          _labels(tensors.get("camids"), n, path, "camids"), _model_meta(meta, path))
+
+
+def _feature_matrix(t: torch.Tensor, path: Any, key: str, min_rows: int = 1) -> torch.Tensor:
+    """``t`` as float32 features: a floating N×D tensor (N >= ``min_rows``, D >= 1) of finite values."""
+    if not t.is_floating_point():
+        raise CheckpointError(f"{path}: {key} has dtype {t.dtype}; expected float features")
+    if t.dim() != 2 or t.shape[0] < min_rows or t.shape[1] < 1:
+        split = key.rpartition("_")[0]
+        rows = f"at least one {split + ' ' if split else ''}row" if min_rows else "rows"
+        raise CheckpointError(f"{path}: {key} has shape {tuple(t.shape)}; expected {rows} (N×D)")
+    out = t.float()
+    check_finite(out, f"{path}: {key}")
+    return out
+
+
+def _labels(t: torch.Tensor | None, n: int, path: Any, key: str) -> torch.Tensor:
+    """Integer labels, one per feature row (all -1 when ``t`` is None)."""
+    if t is None:
+        return torch.full((n,), -1, dtype=torch.int64)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise CheckpointError(f"{path}: {key} has dtype {t.dtype}; expected int64")
+    if t.numel() != n:
+        split, _, what = key.rpartition("_")
+        raise CheckpointError(f"{path}: {split + ' has ' if split else ''}{n} features but {t.numel()} {what}; "
+                              "expected equal lengths")
+    return t.long().flatten()
+
+
+def _path_list(meta: dict[str, Any], key: str, n: int, path: Any) -> list[str] | None:
+    """Metadata ``key``: None when absent, else a list of ``n`` strings."""
+    v = meta.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) != n or not all(isinstance(p, str) for p in v):
+        raise CheckpointError(f"{path}: damaged metadata: '{key}' must be a list of {n} paths")
+    return v
+
+
+def _model_meta(meta: dict[str, Any], path: Any) -> dict[str, Any] | None:
+    v = meta.get("reidkit")
+    return None if v is None else check_model_meta(v, path, registered=False)
 
 
 def save_dataset_features(path: str | os.PathLike[str], data: DatasetFeatures) -> None:
@@ -189,33 +249,16 @@ def read_dataset_features(path: str | os.PathLike[str]) -> DatasetFeatures:
                               "from 'reidkit extract --dataset'")
     out: dict[str, torch.Tensor] = {}
     for split in ("query", "gallery"):
-        f = tensors[f"{split}_feats"]
-        if not f.is_floating_point():
-            raise CheckpointError(f"{path}: {split}_feats has dtype {f.dtype}; expected float features")
-        if f.dim() != 2 or f.shape[0] == 0:
-            raise CheckpointError(f"{path}: {split}_feats has shape {tuple(f.shape)}; expected at least one "
-                                  f"{split} row (N×D)")
-        out[f"{split}_feats"] = f.float()
+        feats = out[f"{split}_feats"] = _feature_matrix(tensors[f"{split}_feats"], path, f"{split}_feats")
         for what in ("pids", "camids"):
-            t = tensors[f"{split}_{what}"]
-            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-                raise CheckpointError(f"{path}: {split}_{what} has dtype {t.dtype}; expected int64")
-            if t.numel() != f.shape[0]:
-                raise CheckpointError(f"{path}: {split} has {f.shape[0]} features but {t.numel()} {what}; "
-                                      "expected equal lengths")
-            out[f"{split}_{what}"] = t.long().flatten()
-        check_finite(out[f"{split}_feats"], f"{path}: {split}_feats")
+            out[f"{split}_{what}"] = _labels(tensors[f"{split}_{what}"], feats.shape[0], path, f"{split}_{what}")
     if out["query_feats"].shape[1] != out["gallery_feats"].shape[1]:
         raise CheckpointError(f"{path}: query_feats width {out['query_feats'].shape[1]} != gallery_feats width "
                               f"{out['gallery_feats'].shape[1]}; expected the same embedding size")
-
-    def _paths(key: str, n: int) -> list[str] | None:
-        v = meta.get(key)
-        return [str(p) for p in v] if isinstance(v, list) and len(v) == n else None
-
     nq, ng = out["query_feats"].shape[0], out["gallery_feats"].shape[0]
     return DatasetFeatures(
         out["query_feats"], out["query_pids"], out["query_camids"],
         out["gallery_feats"], out["gallery_pids"], out["gallery_camids"],
-        _paths("query_paths", nq), _paths("gallery_paths", ng), meta.get("reidkit"),
+        _path_list(meta, "query_paths", nq, path), _path_list(meta, "gallery_paths", ng, path),
+        _model_meta(meta, path),
     )

@@ -119,7 +119,7 @@ def _tiny_market(root: Path) -> Path:
 
 def test_checkpoint_path_with_faked_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import reidkit.models.io as io_mod
+    import reidkit.inference.modelfile as modelfile
 
     class FakeModel(torch.nn.Module):
         """The mean colour of the crop: equal for equal identities in :func:`_tiny_market`."""
@@ -135,7 +135,7 @@ def test_checkpoint_path_with_faked_model(tmp_path: Path, monkeypatch: pytest.Mo
         assert str(path).endswith("model.safetensors")
         return FakeModel()
 
-    monkeypatch.setattr(io_mod, "load_model", fake_load_model)
+    monkeypatch.setattr(modelfile, "load_model_file", fake_load_model)
     root = _tiny_market(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"")
     saved = tmp_path / "feats.safetensors"

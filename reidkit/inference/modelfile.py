@@ -1,0 +1,268 @@
+"""Model files read as untrusted input: the description stored with the weights is checked before anything
+is allocated.
+
+A ``model.safetensors``, a ``checkpoint.pt``, an ONNX file, a features file and an index manifest all carry a
+model description (``reidkit.models.io.model_meta``: name, number of classes, options, input size,
+embedding size, weights digest). ``check_model_meta`` checks its types and its sizes against
+``reidkit.utils.limits``; ``load_model_file`` then builds the network it describes on the ``meta`` device
+(no memory), refuses one of more than ``MAX_PARAMETERS`` parameters, compares every stored tensor's name,
+shape and kind (floating or integer) with the network's, and only then loads the weights
+(``reidkit.models.io.load_model``), refusing NaN or infinite values. Every refusal is a one-line
+``CheckpointError`` naming the file.
+
+Examples:
+    >>> model = load_model_file("runs/stadb/model.safetensors")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reidkit.errors import CheckpointError, ReidkitError
+from reidkit.utils.limits import MAX_EMBEDDING_DIM, MAX_PARAMETERS, input_size_problem
+from reidkit.utils.safeload import safe_torch_load
+
+META_KEY = "reidkit"  # the metadata key of the model description (as reidkit.models.io writes it)
+RUN_FOLDER_FILES = ("model.safetensors", "checkpoint.pt")  # what a run folder is read through, in order
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_json_value(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, _SCALARS):
+        return True
+    if depth > 8:
+        return False
+    if isinstance(v, (list, tuple)):
+        return all(_is_json_value(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _is_json_value(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (plain data) has the type an ``Options`` field is annotated with (unknown kinds of
+    annotation accept anything)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _int(value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def model_options_problem(name: str, options: dict[str, Any]) -> str | None:
+    """Why ``options`` are not keyword options of model ``name`` (an unknown name, a value of the wrong type
+    for its ``Options`` field), or None."""
+    import dataclasses
+    import typing
+
+    from reidkit.models.registry import model_class
+
+    cls = model_class(name).Options
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key, value in options.items():
+        if key not in fields:
+            return f"model {name!r} has no option {key!r}"
+        if not _fits(value, hints.get(key, Any)):
+            return f"option {key} of model {name!r} must be {hints[key]}, got {str(value)[:40]!r}"
+    return None
+
+
+def check_model_meta(meta: Any, source: str | os.PathLike[str], *, registered: bool = True) -> dict[str, Any]:
+    """``meta``, checked as a model description read from ``source``: a mapping whose ``model`` is a name
+    (one of ``reidkit.models.names()`` when ``registered``, as the weights of a reidkit network must be),
+    ``num_classes`` an integer >= 1 (required when ``registered``), ``options`` a mapping of plain values,
+    ``input_size`` ``[H, W]`` within the bounds, ``embedding_dim`` an integer in [0, ``MAX_EMBEDDING_DIM``],
+    ``weights_digest``, ``version`` and ``source`` strings, ``flip`` a boolean. Anything else is a one-line
+    ``CheckpointError``."""
+    where = str(source)
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: damaged model description ({what})"[:400])
+
+    if not isinstance(meta, dict):
+        raise bad(f"expected a mapping, got {type(meta).__name__}")
+    name = meta.get("model")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise bad(f"'model' must be a model name, got {str(name)[:40]!r}")
+    if registered:
+        from reidkit.models.registry import names
+
+        if name not in names():
+            raise CheckpointError(f"{where}: unknown model {name[:40]!r} in its metadata; expected one of "
+                                  f"{', '.join(names())}")
+    classes = meta.get("num_classes")
+    if (registered or classes is not None) and not (_int(classes) and classes >= 1):
+        raise bad(f"'num_classes' must be an integer >= 1, got {str(classes)[:40]}")
+    options = meta.get("options")
+    if options is not None and not (isinstance(options, dict) and _is_json_value(options)):
+        raise bad("'options' must be a mapping of names to plain values")
+    if registered and options:
+        problem = model_options_problem(name, options)
+        if problem:
+            raise bad(problem)
+    if "input_size" in meta or registered:
+        problem = input_size_problem(meta.get("input_size"))
+        if problem:
+            raise bad(f"'input_size': {problem}")
+    dim = meta.get("embedding_dim", 0)
+    if not (_int(dim) and 0 <= dim <= MAX_EMBEDDING_DIM):
+        raise bad(f"'embedding_dim' must be an integer between 0 and {MAX_EMBEDDING_DIM}, got {str(dim)[:40]}")
+    for key in ("weights_digest", "version", "source"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(f"'{key}' must be a string")
+    if "flip" in meta and not isinstance(meta["flip"], bool):
+        raise bad("'flip' must be true or false")
+    return meta
+
+
+def parse_meta_json(text: Any, source: str | os.PathLike[str]) -> Any:
+    """The JSON value of a metadata string (a one-line ``CheckpointError`` when it is not JSON or nests too
+    deeply)."""
+    if not isinstance(text, str):
+        raise CheckpointError(f"{source}: damaged metadata (expected JSON text)")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{source}: damaged metadata (not valid JSON)") from None
+
+
+def resolve_model_file(path: str | os.PathLike[str]) -> Path:
+    """The file a model path names: the path itself, or in a run folder ``model.safetensors`` (else
+    ``checkpoint.pt``); a one-line ``CheckpointError`` when there is none or it is not a regular file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in RUN_FOLDER_FILES:
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: no model.safetensors or checkpoint.pt in this directory")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: model file not found; expected model.safetensors, checkpoint.pt or a run dir")
+    return p
+
+
+def _is_safetensors(p: Path) -> bool:
+    """The rule of ``reidkit.models.io.load_model``: by name, else by the first bytes (not zip, not pickle)."""
+    if p.suffix == ".safetensors":
+        return True
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    return len(head) == 8 and not head.startswith(b"PK") and not head.startswith(b"\x80")
+
+
+def _stored_tensors(p: Path) -> tuple[dict[str, tuple[tuple[int, ...], bool]], Any]:
+    """(name → (shape, is floating)) of the stored weights and the raw model description, without reading
+    the weights (safetensors header, or a memory-mapped checkpoint)."""
+    if _is_safetensors(p):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                raw = (fh.metadata() or {}).get(META_KEY)
+                shapes = {}
+                for k in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    sl = fh.get_slice(k)
+                    shapes[k] = (tuple(int(v) for v in sl.get_shape()), sl.get_dtype().startswith(("F", "BF")))
+        except Exception as exc:  # safetensors raises several private error types
+            raise CheckpointError(f"{p}: not a readable safetensors file ({type(exc).__name__})") from None
+        if raw is None:
+            raise CheckpointError(f"{p}: no reidkit metadata; expected a model.safetensors written by reidkit")
+        return shapes, parse_meta_json(raw, p)
+    obj = safe_torch_load(p, "a reidkit checkpoint.pt or model.safetensors", mmap=True)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not isinstance(
+            obj.get("model_meta"), dict):
+        raise CheckpointError(f"{p}: not a reidkit checkpoint; expected keys 'model' and 'model_meta'")
+    shapes = {}
+    for k, v in obj["model"].items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{p}: damaged checkpoint ('model' must map names to tensors)")
+        shapes[k] = (tuple(v.shape), v.is_floating_point())
+    return shapes, obj["model_meta"]
+
+
+def _strip_prefixes(key: str) -> str:
+    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes (as ``load_model`` does)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def build_within_bounds(name: str, num_classes: int, options: dict[str, Any], source: str,
+                        error: type[ReidkitError] = CheckpointError) -> torch.nn.Module:
+    """Network ``name`` built on the ``meta`` device (shapes only, no memory: the options' own checks run);
+    a one-line ``error`` naming ``source`` (a file, or the config's ``model.options``) when the options do not
+    build or the network holds more than ``MAX_PARAMETERS`` parameters."""
+    from reidkit.models.registry import build
+
+    try:
+        with torch.device("meta"):
+            net = build(name, num_classes, **{**options, "pretrained": None})
+    except (ReidkitError, TypeError, ValueError, ArithmeticError, RuntimeError, IndexError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise error(f"{source}: cannot build model {name!r} with these options ({first})") from None
+    count = sum(t.numel() for t in net.state_dict().values())
+    if count > MAX_PARAMETERS:
+        raise error(f"{source}: a {name!r} network of {count:,} parameters, more than the {MAX_PARAMETERS:,} "
+                    f"reidkit builds (num_classes {num_classes}, options {str(options)[:80]})")
+    return net
+
+
+def load_model_file(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.nn.Module:
+    """An eval-mode model from a weights file, a training checkpoint or a run folder, checked as the module
+    docstring says before ``reidkit.models.io.load_model`` reads the weights.
+
+    Examples:
+        >>> load_model_file("runs/stadb")  # doctest: +SKIP
+    """
+    p = resolve_model_file(path)
+    stored, raw = _stored_tensors(p)
+    meta = check_model_meta(raw, p)
+    net = build_within_bounds(meta["model"], meta["num_classes"], dict(meta.get("options") or {}), str(p))
+    expected = {k: (tuple(v.shape), v.is_floating_point()) for k, v in net.state_dict().items()}
+    found = {_strip_prefixes(k): v for k, v in stored.items()}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise CheckpointError(f"{p}: weights do not match model {meta['model']!r} ({what}; "
+                              f"{len(missing)} missing, {len(extra)} unexpected)")
+    for k, (shape, floating) in expected.items():
+        if found[k][0] != shape:
+            raise CheckpointError(f"{p}: weights do not match model {meta['model']!r}: {k} has shape "
+                                  f"{list(found[k][0])}, the model {list(shape)}")
+        if found[k][1] != floating:
+            kind = "floating-point" if floating else "integer"
+            raise CheckpointError(f"{p}: {k} holds {'integer' if floating else 'floating-point'} values; the "
+                                  f"model's are {kind} (damaged or converted weights)")
+    from reidkit.models.io import load_model
+
+    model = load_model(p, device)
+    for k, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{p}: {k} holds NaN or infinite values; expected finite weights")
+    return model
