@@ -5,10 +5,11 @@ Examples:
     reidkit index add my_index --images new_crops/
     reidkit search my_index --query person.jpg --k 10
 
-The index folder holds the embeddings (safetensors) and ``manifest.json`` (the model that made them, its
-file, the image paths and their pids/camids when known); see ``reidkit.Gallery``. ``add`` reuses the
-model recorded in the index (or ``--checkpoint``/``--onnx``, which must be the same model) and skips
-images already indexed. Every write replaces the index atomically.
+The index folder holds the embeddings (safetensors), ``manifest.json`` (the model's description, the image
+paths and their pids/camids when known) and the model itself (``model.safetensors`` or ``model.onnx``); see
+``reidkit.inference.gallery``. ``add`` reuses the index's model (or ``--checkpoint``/``--onnx``, which must
+be the same model) and skips images already indexed. Every write replaces the index atomically under the
+index's lock, and ``add`` merges: two at once both land.
 """
 
 from __future__ import annotations
@@ -56,24 +57,24 @@ def _new_images(gallery: Any, args: argparse.Namespace) -> tuple[list[tuple[str,
     return todo, len(images) - len(todo)
 
 
-def _embed_into(gallery: Any, emb: Any, args: argparse.Namespace, todo: list[tuple[str, int, int]],
-                flip: bool) -> tuple[int, int]:
+def _embed(emb: Any, args: argparse.Namespace, todo: list[tuple[str, int, int]], flip: bool
+           ) -> tuple[Any, list[str], list[dict[str, Any]], int]:
+    """Embed ``todo``: (features, kept paths, their metadata, unreadable count)."""
     from reidkit.inference.sources import report_bad
 
     if not todo:
-        return 0, 0
+        return None, [], [], 0
     feats, kept, bad = emb.embed_paths([t[0] for t in todo], args.batch_size, flip, args.workers,
                                        not args.no_progress)
     report_bad(bad)
     labels = {t[0]: t for t in todo}
-    gallery.add(feats, ids=kept, metadata=[{"path": p, "pid": labels[p][1], "camid": labels[p][2]}
-                                           for p in kept])
-    return len(kept), len(bad)
+    return feats, kept, [{"path": p, "pid": labels[p][1], "camid": labels[p][2]} for p in kept], len(bad)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build or extend an index."""
     from reidkit.inference import Gallery
+    from reidkit.inference.gallery import add_to_index
 
     if args.action == "build":
         from reidkit.inference.gallery import MANIFEST
@@ -89,19 +90,20 @@ def run(args: argparse.Namespace) -> int:
         source = os.path.abspath(args.onnx or args.checkpoint)
         gallery.model_meta = dict(emb.meta, source=source, flip=bool(args.flip))
         gallery.embedding_dim = emb.embedding_dim or None
-        n, nbad = _embed_into(gallery, emb, args, todo, bool(args.flip))
-        if n == 0:
+        feats, kept, metadata, nbad = _embed(emb, args, todo, bool(args.flip))
+        if not kept:
             raise DatasetError(f"{args.images or args.csv}: none of the images could be read")
-        gallery.save(args.out)
-        print(f"built index {args.out}: {n} images, {gallery.embedding_dim}-d, metric {args.metric}"
+        gallery.add(feats, ids=kept, metadata=metadata)
+        gallery.save(args.out, model=emb.model if emb.model is not None else source)
+        print(f"built index {args.out}: {len(kept)} images, {gallery.embedding_dim}-d, metric {args.metric}"
               + (f" ({nbad} unreadable skipped)" if nbad else ""))
         return 0
     gallery = Gallery.load(args.index)
     todo, dup = _new_images(gallery, args)
     emb = embedder_for_index(gallery, args.index, args, len(todo))
     flip = bool((gallery.model_meta or {}).get("flip", False))
-    n, nbad = _embed_into(gallery, emb, args, todo, flip)
-    if n:
-        gallery.save(args.index)
-    print(f"index {args.index}: added {n} images ({dup} already indexed, {nbad} unreadable), now {len(gallery)}")
+    feats, kept, metadata, nbad = _embed(emb, args, todo, flip)
+    added, total = add_to_index(args.index, feats, kept, metadata, gallery.model_meta) if kept else (0, len(gallery))
+    dup += len(kept) - added  # added meanwhile by another writer
+    print(f"index {args.index}: added {added} images ({dup} already indexed, {nbad} unreadable), now {total}")
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from reidkit.errors import ReidkitError
@@ -58,16 +57,21 @@ def embedder_from_args(args: argparse.Namespace, n_images: int | None = None, mo
 
 
 def embedder_for_index(gallery: Any, index_dir: str, args: argparse.Namespace, n_images: int | None) -> Any:
-    """The embedder of ``--checkpoint``/``--onnx`` if given, else the model file recorded in the index;
-    refuses a model other than the one that built the index."""
-    meta = gallery.model_meta or {}
+    """The embedder of ``--checkpoint``/``--onnx`` if given, else of the index's own model file (never the path
+    its manifest records: an index reads only its own files); refuses a model other than the one that built
+    the index."""
+    from reidkit.inference.gallery import index_model_file
+
     given = getattr(args, "onnx", None) or getattr(args, "checkpoint", None)
-    source = given or meta.get("source")
+    source = given
     if not source:
-        raise ReidkitError(f"{index_dir}: the index does not record its model file; pass --checkpoint PATH")
-    if not given and not Path(source).exists():
-        raise ReidkitError(f"{index_dir}: the model file recorded in the index ({source}) is gone; "
-                           "pass --checkpoint PATH (the same model)")
+        own = index_model_file(index_dir)
+        if own is None:
+            recorded = (gallery.model_meta or {}).get("source")
+            raise ReidkitError(f"{index_dir}: the index holds no model file (model.safetensors or model.onnx); "
+                               "pass --checkpoint PATH, the model that built it"
+                               + (f" (recorded as {recorded})" if recorded else ""))
+        source = str(own)
     emb = load_embedder(args, model_file=source)
     gallery.check_model(emb.meta, what=f"model {source}")
     return emb.use_engine(args.engine, n_images, args.threads)

@@ -8,8 +8,11 @@ Examples:
 Output (stdout or ``--out``): JSON ``{"index", "metric", "k", "reranked", "results": [{"query",
 "matches": [{"rank", "path", "distance", "pid", "camid"}]}]}`` or CSV ``query,rank,path,distance,pid,camid``.
 ``--picture`` draws each query's rank list (green frame: same pid as the query, red: another pid, grey:
-unknown — pids come from Market-style names or the ``<pid>/<camid>_x.jpg`` layout). Queries are embedded
-with the index's model (or ``--checkpoint``/``--onnx``, which must be the same model).
+unknown — pids come from Market-style names or the ``<pid>/<camid>_x.jpg`` layout). An index is untrusted
+input: the gallery images drawn are read only inside the index folder or a ``--gallery-root DIR`` you name;
+the others are drawn blank (``reidkit.inference.gallery.readable_entry``). Entry paths recorded relative
+are read from the index folder. Queries are embedded with the index's model (or ``--checkpoint``/``--onnx``,
+which must be the same model).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--picture", metavar="PNG", help="draw the rank lists (one row per query) into this PNG")
     parser.add_argument("--max-picture-queries", type=int, default=20,
                         help="queries drawn in --picture (default 20)")
+    parser.add_argument("--gallery-root", action="append", default=[], metavar="DIR",
+                        help="a folder the index's gallery images may be read from for --picture (repeatable; "
+                             "the index folder always is); others are drawn blank")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--checkpoint", metavar="PATH", help="model file (default: the one recorded in the index)")
     group.add_argument("--onnx", metavar="PATH", help="ONNX model of the same weights")
@@ -59,6 +66,7 @@ def format_results(results: list[dict[str, Any]], fmt: str, header: dict[str, An
 def run(args: argparse.Namespace) -> int:
     """Embed the queries, search the index, print or write the results."""
     from reidkit.inference import Gallery
+    from reidkit.inference.gallery import entry_path
     from reidkit.inference.sources import list_folder, report_bad
     from reidkit.utils.atomic import atomic_write_text, output_file
 
@@ -91,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
         matches = []
         for rank, h in enumerate(row, start=1):
             md = h.metadata or {}
-            matches.append({"rank": rank, "path": md.get("path", h.id), "distance": h.distance,
-                            "pid": md.get("pid", -1), "camid": md.get("camid", -1)})
+            where = md.get("path", h.id)
+            matches.append({"rank": rank, "path": entry_path(args.index, where) if isinstance(where, str) else where,
+                            "distance": h.distance, "pid": _label(md.get("pid")), "camid": _label(md.get("camid"))})
         results.append({"query": os.path.abspath(path), "matches": matches})
     header = {"index": os.path.abspath(args.index), "metric": gallery.metric, "k": args.k,
               "reranked": bool(args.rerank), "skipped": bad}
@@ -103,21 +112,39 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     if args.picture:
-        _draw(results, args.picture, args.max_picture_queries)
+        blank = _draw(results, args.picture, args.max_picture_queries, args.index, args.gallery_root)
+        if blank:
+            print(f"reidkit: warning: {blank} gallery image(s) in the picture lie outside the index folder and "
+                  "every --gallery-root; drawn blank (pass --gallery-root DIR to draw them)", file=sys.stderr)
         if args.out:
             print(f"wrote {args.picture}")
     return 0
 
 
-def _draw(results: list[dict[str, Any]], out_png: str, limit: int) -> None:
-    from reidkit.inference.sources import parse_labels
-    from reidkit.viz.ranklist import render_rank_list, save_png, stack_pictures
+def _label(value: Any) -> int:
+    """A pid or camid from an entry's metadata: an integer, else -1 (unknown)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
-    pics = []
+
+def _draw(results: list[dict[str, Any]], out_png: str, limit: int, index: str, roots: list[str]) -> int:
+    """Draw the rank lists; returns how many gallery tiles were left blank (outside the readable folders)."""
+    from PIL import Image
+
+    from reidkit.inference.gallery import readable_entry
+    from reidkit.inference.sources import parse_labels
+    from reidkit.viz.ranklist import TILE, render_rank_list, save_png, stack_pictures
+
+    pics, blank = [], 0
+    placeholder = Image.new("RGB", TILE, (200, 200, 200))
     for r in results[:max(1, limit)]:
         qpid, _ = parse_labels(r["query"])
-        flags: list[bool | None] = [None if qpid < 0 or int(m["pid"]) < 0 else int(m["pid"]) == qpid
-                                    for m in r["matches"]]
-        pics.append(render_rank_list(r["query"], [m["path"] for m in r["matches"]], flags,
-                                     [m["distance"] for m in r["matches"]], Path(r["query"]).name))
+        flags: list[bool | None] = [None if qpid < 0 or m["pid"] < 0 else m["pid"] == qpid for m in r["matches"]]
+        tiles: list[Any] = []
+        for m in r["matches"]:
+            readable = readable_entry(index, m["path"], roots) if isinstance(m["path"], str) else None
+            tiles.append(readable if readable is not None else placeholder)
+            blank += readable is None
+        pics.append(render_rank_list(r["query"], tiles, flags, [m["distance"] for m in r["matches"]],
+                                     Path(r["query"]).name))
     save_png(stack_pictures(pics), out_png)
+    return blank

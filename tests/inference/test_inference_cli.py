@@ -115,8 +115,10 @@ def test_index_build_search_equals_brute_force_and_add(stadb_file: Path, other_f
     capsys.readouterr()
     qdir = synth_root / "query"
     hits_json = tmp_path / "hits.json"
+    assert (idx / "model.safetensors").is_file()  # the index carries its model
     assert main(["search", str(idx), "--query", str(qdir), "--k", "5", "--out", str(hits_json),
-                 "--picture", str(tmp_path / "rank.png"), "--device", "cpu"]) == 0
+                 "--picture", str(tmp_path / "rank.png"), "--gallery-root", str(gallery), "--device", "cpu"]) == 0
+    assert "warning" not in capsys.readouterr().err  # every gallery tile was drawn
     res = json.loads(hits_json.read_text())
     # brute force over the same features
     import reidkit

@@ -224,7 +224,7 @@ def test_extract_killed_leaves_old_or_new_features(synth_root, rel_weights, tmp_
         assert torch.isfinite(ff.feats).all()
 
 
-def test_index_add_killed_leaves_a_whole_index(rel_index, synth_root, tmp_path, cli, child_env):
+def test_index_add_killed_leaves_a_whole_index(rel_index, rel_weights, synth_root, tmp_path, cli, child_env):
     """'reidkit index add' SIGKILLed twice at random: the index loads (old or new), and a later add works."""
     import shutil
 
@@ -236,7 +236,7 @@ def test_index_add_killed_leaves_a_whole_index(rel_index, synth_root, tmp_path, 
     new_imgs = synth_root / "query"
     n_new = n_old + len(list(new_imgs.glob("*.jpg")))
     args = [sys.executable, "-m", "reidkit", "index", "add", str(idx), "--images", str(new_imgs), "--device",
-            "cpu", "--workers", "0", "--no-progress"]
+            "cpu", "--workers", "0", "--no-progress", "--checkpoint", str(rel_weights)]
     rng = random.Random(SEED)
     span = 8.0
     for _ in range(2):
@@ -254,7 +254,7 @@ def test_index_add_killed_leaves_a_whole_index(rel_index, synth_root, tmp_path, 
         if len(g) == n_new:
             break
     res = cli(["index", "add", str(idx), "--images", str(new_imgs), "--device", "cpu", "--workers", "0",
-               "--no-progress"], timeout=300)
+               "--no-progress", "--checkpoint", str(rel_weights)], timeout=300)
     assert res.returncode == 0, res.stderr
     g = Gallery.load(idx)
     assert len(g) == n_new and len(set(g.ids)) == n_new

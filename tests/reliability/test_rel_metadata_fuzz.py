@@ -12,6 +12,7 @@ metadata of the wrong type); hypothesis then mutates valid metadata at random.
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable
@@ -415,3 +416,62 @@ def test_fuzzed_features_files(tensors, meta):
                 continue
             feats = [got.feats] if hasattr(got, "feats") else [got.query_feats, got.gallery_feats]
             assert all(f.dtype == torch.float32 and torch.isfinite(f).all() for f in feats)
+
+
+# --------------------------------------------------------------------------------------------- manifests
+
+MANIFEST_CASES = {
+    "ids is a mapping": {"ids": {"a": 1}},
+    "ids hold lists": {"ids": [[1], [2], [3], [4], [5], [6]]},
+    "metadata of numbers": {"metadata": [1, 2, 3, 4, 5, 6]},
+    "count as text": {"count": "6"},
+    "embedding_dim negative": {"embedding_dim": -512},
+    "metric unknown": {"metric": "manhattan"},
+    "model input size 60000": {"model__input_size": [60000, 30000]},
+    "model as a list": {"model": [1, 2]},
+    "newer format": {"format_version": 99},
+    "pid as text": {"metadata": [{"path": "a.jpg", "pid": "seven", "camid": []}] * 6},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFEST_CASES))
+def test_crafted_manifest_is_one_line_or_harmless(case, rel_index, rel_weights, synth_root, tmp_path, cli_inproc):
+    """Manifest fields of the wrong type: Gallery.load and 'reidkit search' refuse with one line, or (pids
+    that are not integers: labels) search runs and reports them as unknown (-1)."""
+    from reidkit.inference.gallery import Gallery
+
+    idx = tmp_path / "index"
+    shutil.copytree(rel_index, idx)
+    m = _with(json.loads((idx / "manifest.json").read_text()), **MANIFEST_CASES[case])
+    (idx / "manifest.json").write_text(json.dumps(m))
+    loaded = ok_or_one_line(lambda: Gallery.load(idx))
+    q = str(sorted((synth_root / "query").glob("*.jpg"))[0])
+    res = cli_inproc(["search", str(idx), "--query", q, "--checkpoint", str(rel_weights), "--device", "cpu",
+                      "--picture", str(tmp_path / "p.png"), "--gallery-root", str(synth_root)])
+    if loaded is None:
+        assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
+    else:
+        assert case == "pid as text" and res.returncode == 0, res.stderr
+        assert {m["pid"] for m in json.loads(res.stdout)["results"][0]["matches"]} == {-1}
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_manifests(data, rel_index):
+    """Random mutations of a valid manifest: Gallery.load gives a searchable gallery or one line."""
+    from reidkit.inference.gallery import Gallery
+
+    base = json.loads((rel_index / "manifest.json").read_text())
+    m = json.loads(json.dumps(base))
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(["ids", "metadata", "count", "embedding_dim", "metric", "model",
+                                         "format_version", "embeddings_file", "format", "model__input_size",
+                                         "model__embedding_dim", "model__options"]))
+        m = _with(m, **{key: data.draw(json_value)})
+    with tempfile.TemporaryDirectory() as d:
+        idx = Path(d) / "index"
+        shutil.copytree(rel_index, idx)
+        (idx / "manifest.json").write_text(json.dumps(m))
+        g = ok_or_one_line(lambda: Gallery.load(idx))
+        if g is not None and len(g):
+            ok_or_one_line(lambda: g.search(torch.zeros(g.embedding_dim), k=2))

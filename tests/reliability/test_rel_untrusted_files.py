@@ -9,6 +9,7 @@ that reads a model, checkpoint, features or index file must refuse them with a o
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import warnings
@@ -396,3 +397,116 @@ def test_index_manifest_cannot_point_outside_its_folder(rel_index, tmp_path, how
         assert victim.exists(), "saving the index deleted a file outside the index folder"
         pytest.fail("an index whose manifest points outside its folder was loaded")
     assert victim.exists()
+
+
+def _index_with_entries(rel_index: Path, tmp_path: Path, paths: list[str]) -> Path:
+    """A copy of ``rel_index`` whose entries record ``paths`` (as a crafted manifest would)."""
+    idx = tmp_path / "index"
+    shutil.copytree(rel_index, idx)
+    manifest = json.loads((idx / "manifest.json").read_text())
+    for md, p in zip(manifest["metadata"], paths, strict=False):
+        md["path"] = p
+    (idx / "manifest.json").write_text(json.dumps(manifest))
+    return idx
+
+
+@pytest.mark.parametrize("how", ["absolute", "climbs out", "link inside pointing out"])
+def test_index_entries_cannot_make_search_read_outside(rel_index, rel_weights, synth_root, tmp_path, how,
+                                                       cli_inproc, monkeypatch):
+    """Entry paths such as /etc/passwd or ../../x.png: 'search --picture' does not open them (it draws a
+    blank tile and says so); it reads an entry only inside the index folder or a --gallery-root DIR."""
+    import reidkit.viz.ranklist as ranklist
+
+    secret_dir = tmp_path / "private"
+    secret_dir.mkdir()
+    secret = secret_dir / "me.jpg"
+    shutil.copy(sorted((synth_root / "query").glob("*.jpg"))[0], secret)
+    idx = tmp_path / "index"
+    entry = {"absolute": str(secret), "climbs out": "../private/me.jpg", "link inside pointing out": "link/me.jpg"}
+    idx = _index_with_entries(rel_index, tmp_path, [entry[how]] * 6)
+    if how == "link inside pointing out":
+        (idx / "link").symlink_to(secret_dir)
+    opened: list[str] = []
+    real = ranklist.read_image
+    monkeypatch.setattr(ranklist, "read_image", lambda p: (opened.append(str(p)), real(p))[1])
+    query = str(sorted((synth_root / "query").glob("*.jpg"))[1])
+    argv = ["search", str(idx), "--query", query, "--k", "3", "--checkpoint", str(rel_weights), "--device", "cpu",
+            "--picture", str(tmp_path / "ranks.png"), "--out", str(tmp_path / "hits.json")]
+    res = cli_inproc(argv)
+    assert res.returncode == 0, res.stderr
+    assert opened == [query], opened  # the query only: no entry outside the index folder was read
+    assert "3 gallery image(s)" in res.stderr and "--gallery-root" in res.stderr
+    # the user names the folder: then it is read
+    opened.clear()
+    assert cli_inproc([*argv, "--gallery-root", str(secret_dir)]).returncode == 0
+    assert opened[0] == query and {os.path.realpath(p) for p in opened[1:]} == {str(secret)}
+
+
+def test_relative_entries_resolve_from_the_index_folder(rel_index, rel_weights, synth_root, tmp_path, cli_inproc,
+                                                        monkeypatch):
+    """An entry recorded as imgs/a.jpg means INDEX/imgs/a.jpg, whatever the current folder (it used to be
+    read from the current folder)."""
+    import reidkit.viz.ranklist as ranklist
+
+    idx = _index_with_entries(rel_index, tmp_path, ["imgs/a.jpg"] * 6)
+    (idx / "imgs").mkdir()
+    shutil.copy(sorted((synth_root / "query").glob("*.jpg"))[0], idx / "imgs" / "a.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "imgs").mkdir(parents=True)
+    (elsewhere / "imgs" / "a.jpg").write_bytes(b"a decoy in the current folder")
+    monkeypatch.chdir(elsewhere)
+    opened: list[str] = []
+    real = ranklist.read_image
+    monkeypatch.setattr(ranklist, "read_image", lambda p: (opened.append(str(p)), real(p))[1])
+    query = str(sorted((synth_root / "query").glob("*.jpg"))[1])
+    res = cli_inproc(["search", str(idx), "--query", query, "--k", "2", "--checkpoint", str(rel_weights),
+                      "--device", "cpu", "--picture", str(tmp_path / "ranks.png"), "--out", str(tmp_path / "h.json")])
+    assert res.returncode == 0, res.stderr
+    hits = json.loads((tmp_path / "h.json").read_text())["results"][0]["matches"]
+    assert {m["path"] for m in hits} == {str(idx / "imgs" / "a.jpg")}
+    assert opened[1:] == [str(idx / "imgs" / "a.jpg")] * 2 and "warning" not in res.stderr
+
+
+def test_index_never_opens_the_model_its_manifest_names(rel_index, rel_weights, synth_root, tmp_path, cli_inproc):
+    """model.source in a manifest (here a perfectly good model outside the folder) is not opened: an index
+    uses its own model file, or the one the user passes."""
+    idx = tmp_path / "index"
+    shutil.copytree(rel_index, idx)
+    outside = tmp_path / "elsewhere" / "model.safetensors"
+    outside.parent.mkdir()
+    shutil.copy(rel_weights, outside)
+    manifest = json.loads((idx / "manifest.json").read_text())
+    manifest["model"]["source"] = str(outside)
+    (idx / "manifest.json").write_text(json.dumps(manifest))
+    query = str(sorted((synth_root / "query").glob("*.jpg"))[0])
+    res = cli_inproc(["search", str(idx), "--query", query, "--device", "cpu"])
+    assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
+    assert "--checkpoint" in res.error_lines()[0]
+    # the index's own model file (a copy inside the folder) is used
+    shutil.copy(rel_weights, idx / "model.safetensors")
+    assert cli_inproc(["search", str(idx), "--query", query, "--device", "cpu"]).returncode == 0
+
+
+@pytest.mark.parametrize("which", ["embeddings", "manifest", "model"])
+def test_index_refuses_linked_files(rel_index, rel_weights, synth_root, tmp_path, which, cli_inproc):
+    """An index file that is a symbolic link (to a valid file elsewhere) is refused, not followed."""
+    from reidkit.inference.gallery import Gallery
+
+    idx = tmp_path / "index"
+    shutil.copytree(rel_index, idx)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    manifest = json.loads((idx / "manifest.json").read_text())
+    name = {"embeddings": manifest["embeddings_file"], "manifest": "manifest.json", "model": "model.safetensors"}[which]
+    if which == "model":
+        shutil.copy(rel_weights, elsewhere / name)
+    else:
+        shutil.move(idx / name, elsewhere / name)
+    (idx / name).symlink_to(elsewhere / name)
+    query = str(sorted((synth_root / "query").glob("*.jpg"))[0])
+    if which != "model":
+        with pytest.raises(ReidkitError) as info:
+            Gallery.load(idx)
+        assert "link" in _one_line(info.value)
+    res = cli_inproc(["search", str(idx), "--query", query, "--device", "cpu"])
+    assert res.returncode == 2 and len(res.error_lines()) == 1 and "link" in res.error_lines()[0], res.stderr
