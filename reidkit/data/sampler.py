@@ -94,12 +94,21 @@ class PKSampler:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict``; the next iteration resumes after the last yielded batch."""
-        for key in ("p", "k", "world_size", "num_samples"):
+        """Restore ``state_dict``; the next iteration resumes after the last yielded batch. A state of the
+        wrong shape (not integers, a position past the epoch, another number of batches) is a one-line
+        ``ConfigError``, and nothing is changed."""
+        fields = ("epoch", "position", "seed", "p", "k", "world_size", "num_batches", "num_samples")
+        if not isinstance(state, dict) or "epoch" not in state or "position" not in state or not all(
+                isinstance(state.get(f, 0), int) and not isinstance(state.get(f, 0), bool) for f in fields):
+            raise ConfigError("sampler: damaged sampler state in the checkpoint (expected integers)")
+        for key in ("p", "k", "world_size", "num_samples", "num_batches"):
             mine = len(self.pids) if key == "num_samples" else getattr(self, key)
             if key in state and int(state[key]) != mine:
                 raise ConfigError(f"sampler: checkpoint was made with {key}={state[key]}, this run has {key}={mine}; "
                                   "expected the same data and sampler settings to resume")
+        if state["epoch"] < 0 or not 0 <= state["position"] <= self.num_batches or state.get("seed", 0) < 0:
+            raise ConfigError("sampler: damaged sampler state in the checkpoint (epoch, position or seed out of "
+                              "range)")
         self.seed = int(state.get("seed", self.seed))
         self.num_batches = int(state.get("num_batches", self.num_batches))
         self.epoch = int(state["epoch"])

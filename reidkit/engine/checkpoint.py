@@ -15,13 +15,14 @@ import os
 import random
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from reidkit.errors import CheckpointError
+from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.utils.atomic import atomic_path
 from reidkit.utils.safeload import safe_torch_load
 
@@ -74,18 +75,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     state = safe_torch_load(path, "a reidkit training checkpoint", map_location=str(map_location))
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"{path}: not a reidkit training checkpoint (missing 'model' or 'epoch')")
+    if not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path}: damaged checkpoint ('model' must map names to tensors)")
+    for key in ("epoch", "step", "global_step"):
+        value = state.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path}: damaged checkpoint ('{key}' must be an integer >= 0, got "
+                                  f"{type(value).__name__} {str(value)[:20]!r})")
     return state
 
 
-def find_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest loadable checkpoint in ``run_dir`` (latest, else previous), or ``None`` if none exists.
+def find_resume_checkpoint(run_dir: str | Path, restore: Callable[[Path, dict[str, Any]], None] | None = None
+                           ) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``run_dir`` (latest, else previous) that loads and, when ``restore`` is
+    given, that ``restore(path, state)`` accepts (it raises a ``ReidkitError`` for a checkpoint it cannot
+    continue from: wrong types, missing parts, another model); ``None`` if there is no checkpoint.
 
-    A corrupt file is skipped with a warning naming it (and the one used instead). If checkpoint
-    files exist but none loads, ``CheckpointError`` names the first failure.
+    A checkpoint skipped is named in a warning (with the one used instead). If checkpoint files exist but
+    none can be used, ``CheckpointError`` names the newest one's problem.
     """
     run_dir = Path(run_dir)
     found: list[tuple[tuple[int, int], Path, dict[str, Any]]] = []
-    failures: list[str] = []
+    failures: dict[str, str] = {}
     for name in (LATEST, PREVIOUS):
         path = run_dir / name
         if not path.exists():
@@ -93,18 +104,31 @@ def find_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] |
         try:
             state = load_checkpoint(path)
         except CheckpointError as exc:
-            failures.append(str(exc))
+            failures[name] = str(exc)
             continue
-        found.append(((int(state["epoch"]), int(state.get("step", 0))), path, state))
-    if not found:
-        if failures:
-            raise CheckpointError(f"{run_dir}: no loadable checkpoint ({failures[0]})")
-        return None
+        found.append(((state["epoch"], state.get("step", 0)), path, state))
     found.sort(key=lambda item: item[0], reverse=True)
-    _, path, state = found[0]
-    for failure in failures:  # only worth a warning when another checkpoint is used instead
-        warnings.warn(f"skipping unreadable checkpoint: {failure}; resuming from {path}", stacklevel=2)
-    return path, state
+    chosen: tuple[Path, dict[str, Any]] | None = None
+    for _, path, state in found:
+        if restore is None:
+            chosen = (path, state)
+            break
+        try:
+            restore(path, state)
+        except ReidkitError as exc:
+            failures[path.name] = str(exc)
+            continue
+        chosen = (path, state)
+        break
+    if chosen is None:
+        if failures:
+            raise CheckpointError(f"{run_dir}: no loadable checkpoint ({failures.get(LATEST, failures.get(PREVIOUS))})")
+        return None
+    for name in (LATEST, PREVIOUS):  # only worth a warning when another checkpoint is used instead
+        if name in failures:
+            warnings.warn(f"skipping unusable checkpoint: {failures[name]}; resuming from {chosen[0]}",
+                          stacklevel=2)
+    return chosen
 
 
 # --------------------------------------------------------------------------- RNG states

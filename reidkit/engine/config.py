@@ -30,6 +30,8 @@ from reidkit.utils.atomic import atomic_write_text
 from reidkit.utils.limits import (
     MAX_BATCH_IMAGES,
     MAX_CONFIG_VALUES,
+    MAX_LR,
+    MAX_RANK,
     MAX_SEED,
     MAX_WORKERS,
     input_size_problem,
@@ -488,28 +490,29 @@ def _check(cfg: RunConfig, where: Any) -> None:
         ("data.eval_batch_size", cfg.data.eval_batch_size, 1, None),
         ("schedule.warmup_epochs", cfg.schedule.warmup_epochs, 0, None),
         ("schedule.warmup_step", cfg.schedule.warmup_step, 1, None),
-        ("eval.max_rank", cfg.eval.max_rank, 1, None),
+        ("eval.max_rank", cfg.eval.max_rank, 1, MAX_RANK),
     ):
         if value < low or (high is not None and value > high):
             raise bad(key, f"an integer >= {low}" + (f" and <= {high}" if high is not None else ""), value)
-    if cfg.sampler.p * cfg.sampler.k > MAX_BATCH_IMAGES:
-        raise bad("sampler.k", f"such that sampler.p × sampler.k <= {MAX_BATCH_IMAGES} images a batch",
-                  cfg.sampler.k)
+    if not 2 <= cfg.sampler.p * cfg.sampler.k <= MAX_BATCH_IMAGES:  # BatchNorm needs two images a batch
+        raise bad("sampler.k", f"such that sampler.p × sampler.k is between 2 and {MAX_BATCH_IMAGES} images a "
+                  "batch", cfg.sampler.k)
     if cfg.sampler.num_batches is not None and cfg.sampler.num_batches < 1:
         raise bad("sampler.num_batches", "null or an integer >= 1", cfg.sampler.num_batches)
-    if cfg.optim.lr <= 0:
-        raise bad("optim.lr", "a positive number", cfg.optim.lr)
-    for key, value in (("optim.weight_decay", cfg.optim.weight_decay), ("optim.momentum", cfg.optim.momentum)):
-        if value < 0:
-            raise bad(key, "a number >= 0", value)
+    if not 0 < cfg.optim.lr <= MAX_LR:
+        raise bad("optim.lr", f"a positive number <= {MAX_LR:g}", cfg.optim.lr)
+    if not 0 <= cfg.optim.weight_decay <= MAX_LR:
+        raise bad("optim.weight_decay", f"a number in [0, {MAX_LR:g}]", cfg.optim.weight_decay)
+    if not 0 <= cfg.optim.momentum <= 1:
+        raise bad("optim.momentum", "a number in [0, 1]", cfg.optim.momentum)
     if cfg.optim.grad_clip is not None and cfg.optim.grad_clip <= 0:
         raise bad("optim.grad_clip", "null or a positive number", cfg.optim.grad_clip)
     if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
         raise bad("optim.betas", "a list of two numbers in [0, 1)", cfg.optim.betas)
     if sorted(cfg.schedule.milestones) != list(cfg.schedule.milestones) or any(m < 0 for m in cfg.schedule.milestones):
         raise bad("schedule.milestones", "increasing epochs >= 0", cfg.schedule.milestones)
-    if cfg.schedule.gamma <= 0:
-        raise bad("schedule.gamma", "a positive number", cfg.schedule.gamma)
+    if not 0 < cfg.schedule.gamma <= 1:
+        raise bad("schedule.gamma", "a factor in (0, 1]", cfg.schedule.gamma)
     if not 0.0 <= cfg.schedule.min_factor <= 1.0:
         raise bad("schedule.min_factor", "a number in [0, 1]", cfg.schedule.min_factor)
     if cfg.train.max_seconds is not None and cfg.train.max_seconds <= 0:

@@ -23,6 +23,7 @@ are passed as objects (``Trainer(hooks=...)``); ``train`` adds the test hooks na
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -44,7 +45,7 @@ from reidkit.engine.distributed import DistInfo, all_reduce_flag, barrier, clean
 from reidkit.engine.runlog import RunLog, environment_info, load_history
 from reidkit.engine.schedules import EpochSchedule
 from reidkit.engine.step import NonFiniteLoss, StepHook, hooks_from_env, train_step
-from reidkit.errors import ConfigError, DatasetError, ReidkitError
+from reidkit.errors import CheckpointError, ConfigError, DatasetError, ReidkitError
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
 
@@ -131,9 +132,15 @@ class Trainer:
         self.relabel = {p: i for i, p in enumerate(pids_sorted)}
         self.num_classes = len(pids_sorted)
         opts = dict(cfg.model.options)
+        from reidkit.inference.modelfile import build_within_bounds, model_options_problem
+
+        problem = model_options_problem(cfg.model.name, opts)
+        if problem:
+            raise ConfigError(f"model.options: {problem}")
+        build_within_bounds(cfg.model.name, self.num_classes, opts, "model.options", error=ConfigError)
         try:
             model = build(cfg.model.name, self.num_classes, **opts)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"model.options: {exc}") from None
         size = tuple(cfg.data.size) if cfg.data.size is not None else tuple(model.input_size)
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -189,10 +196,9 @@ class Trainer:
         history: list[dict[str, Any]] = []
         self.resumed_from: Path | None = None
         if self.resume:
-            found = find_resume_checkpoint(self.run_dir)
+            found = find_resume_checkpoint(self.run_dir, self._restore_or_reset())
             if found is not None:
                 path, state = found
-                self._restore(state)
                 history = [r for r in state.get("history", []) if int(r.get("epoch", 0)) <= self.start_epoch]
                 self.resumed_from = path
                 self._log(f"resuming from {path} (epoch {self.start_epoch}, step {self.skip_batches})")
@@ -218,7 +224,8 @@ class Trainer:
             return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
         if o.name == "adamw":
             return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-        return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, nesterov=True)
+        return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+                               nesterov=o.momentum > 0)  # Nesterov needs a momentum
 
     def _setup_data(self) -> None:
         cfg = self.cfg
@@ -266,19 +273,72 @@ class Trainer:
             "history": list(self.log.history) if hasattr(self, "log") else [],
         }
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore_or_reset(self) -> Any:
+        """``restore(path, state)`` for ``find_resume_checkpoint``: continue from ``state``, or, when it cannot
+        be continued from (wrong types, missing parts, another model), put everything back as it was and
+        raise a one-line ``ReidkitError`` naming ``path``, so that the previous checkpoint is tried."""
+        fresh = {"model": {k: v.detach().clone() for k, v in self.core.state_dict().items()},
+                 "optimizer": copy.deepcopy(self.optimizer.state_dict()), "scheduler": self.schedule.state_dict(),
+                 "sampler": self.sampler.state_dict(), "rng": capture_rng({"augment": self.aug_generator})}
+
+        def restore(path: Path, state: dict[str, Any]) -> None:
+            try:
+                self._restore(state, path)
+            except BaseException as exc:
+                self.core.load_state_dict(fresh["model"])
+                self.optimizer.load_state_dict(fresh["optimizer"])
+                self.schedule.load_state_dict(fresh["scheduler"])
+                self.sampler.load_state_dict(fresh["sampler"])
+                restore_rng(fresh["rng"], {"augment": self.aug_generator})
+                if not isinstance(exc, Exception):
+                    raise
+                if isinstance(exc, ReidkitError):
+                    if str(path) in str(exc):
+                        raise
+                    raise type(exc)(f"{path}: {exc}") from None
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise CheckpointError(f"{path}: cannot resume from it ({type(exc).__name__}: {first})") from None
+
+        return restore
+
+    def _restore(self, state: dict[str, Any], path: Path | None = None) -> None:
+        where = path or self.run_dir
         try:
             self.core.load_state_dict(state["model"])
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"{self.run_dir}: checkpoint does not fit the configured model ({first})") from None
+            raise ConfigError(f"{where}: checkpoint does not fit the configured model ({first})") from None
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        if not isinstance(state.get("optimizer"), dict):
+            raise CheckpointError(f"{where}: damaged checkpoint (no optimizer state)")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state.get("scheduler", {}))
+        for group, mine in zip(self.optimizer.param_groups, settings, strict=True):
+            group.update(mine)  # the rates, betas and decay are the config's; the moments the checkpoint's
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                for name, t in self.optimizer.state.get(p, {}).items():
+                    if t is not None and not (isinstance(t, Tensor) and t.is_floating_point()
+                                              and (t.dim() == 0 or t.shape == p.shape)):
+                        raise CheckpointError(f"{where}: damaged optimizer state ({name} of a {tuple(p.shape)} "
+                                              "parameter)")
+        scheduler = state.get("scheduler", {})
+        if not isinstance(scheduler, dict) or not isinstance(scheduler.get("last_epoch", -1), int):
+            raise CheckpointError(f"{where}: damaged checkpoint (scheduler state)")
+        self.schedule.load_state_dict(scheduler)
         if state.get("sampler"):
             self.sampler.load_state_dict(state["sampler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng(state.get("rng", {}), {"augment": self.aug_generator})
+        rng = state.get("rng", {})
+        if not isinstance(rng, dict):
+            raise CheckpointError(f"{where}: damaged checkpoint (random states)")
+        restore_rng(rng, {"augment": self.aug_generator})
+        best, history = state.get("best") or {}, state.get("history", [])
+        number = (int, float)
+        if not (isinstance(best, dict) and all(isinstance(best.get(k, 0), number) for k in ("epoch", "mAP"))
+                and isinstance(history, list) and all(isinstance(r, dict) and isinstance(r.get("epoch", 0), number)
+                                                      for r in history)):
+            raise CheckpointError(f"{where}: damaged checkpoint ('best' or 'history' of the wrong type)")
         if self.dist.rank > 0:  # the checkpoint holds rank 0's augmentation stream; give the others their own
             self.aug_generator.manual_seed(self.cfg.train.seed * 1000 + 17 + self.dist.rank
                                            + 7919 * int(state.get("global_step", 0)))

@@ -192,6 +192,102 @@ def test_train_killed_during_checkpoint_write_resumes(synth_root, tmp_path, chil
     load_model(run / "model.safetensors")
 
 
+def _damage(name: str, state: dict) -> None:
+    """Make one part of a checkpoint unusable while it still loads (weights_only)."""
+    if name == "epoch as a string":
+        state["epoch"] = str(state["epoch"])
+    elif name == "epoch as nonsense":
+        state["epoch"] = "three"
+    elif name == "no optimizer":
+        del state["optimizer"]
+    elif name == "optimizer moments of other shapes":
+        for st in state["optimizer"]["state"].values():
+            for k, v in list(st.items()):
+                if torch.is_tensor(v) and v.dim():
+                    st[k] = torch.zeros(3)
+    elif name == "random state damaged":
+        state["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+    elif name == "python random state garbage":
+        state["rng"]["python"] = [3, [1, 2], None]
+    elif name == "sampler state garbage":
+        state["sampler"] = {"epoch": "x", "position": -1}
+    elif name == "sampler past its epoch":
+        state["sampler"]["position"] = 10**9
+    elif name == "a weight missing":
+        del state["model"][next(iter(state["model"]))]
+    elif name == "scheduler state garbage":
+        state["scheduler"] = [1]
+    elif name == "best of the wrong type":
+        state["best"] = {"mAP": "high", "epoch": 1}
+    elif name == "history of numbers":
+        state["history"] = [1, 2]
+    else:
+        raise AssertionError(name)
+
+
+DAMAGES = ["epoch as a string", "epoch as nonsense", "no optimizer", "optimizer moments of other shapes",
+           "random state damaged", "python random state garbage", "sampler state garbage", "sampler past its epoch",
+           "a weight missing", "scheduler state garbage", "best of the wrong type", "history of numbers"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(synth_root, tmp_path_factory, make_config):
+    """A 3-epoch run (the reference) and the same run stopped after 2 epochs (checkpoint.pt at epoch 2,
+    checkpoint_prev.pt at epoch 1), both in-process."""
+    from reidkit.cli import main
+
+    d = tmp_path_factory.mktemp("two_runs")
+    cfg = make_config(d / "tiny.yaml", synth_root, d / "unused", sampler={"num_batches": 2},
+                      train={"epochs": 3, "eval_every": 0})
+    for name, epochs in (("ref", 3), ("short", 2)):
+        assert main(["train", "--config", str(cfg), "--out", str(d / name), "--quiet", "--set",
+                     f"train.epochs={epochs}"]) == 0
+    return cfg, d / "ref", d / "short"
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_resume_falls_back_past_a_checkpoint_it_cannot_continue(damage, two_runs, tmp_path, cli_inproc):
+    """checkpoint.pt loads but cannot be continued from (wrong types, missing parts, bad random or sampler
+    state): --resume says so in one warning line and continues from checkpoint_prev.pt, and the run ends
+    with exactly the weights of the uninterrupted one (it used to crash)."""
+    import shutil
+
+    cfg, ref, short = two_runs
+    run = tmp_path / "run"
+    shutil.copytree(short, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2
+    _damage(damage, state)
+    torch.save(state, run / "checkpoint.pt")
+    res = cli_inproc(["train", "--config", str(cfg), "--out", str(run), "--resume", "--quiet", "--set",
+                      "train.epochs=3"])
+    assert res.returncode == 0, res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if "skipping unusable checkpoint" in ln]
+    assert len(warned) == 1 and "checkpoint.pt" in warned[0] and "checkpoint_prev.pt" in warned[0], res.stderr
+    assert json.loads((run / "env.json").read_text())["resumed_from"].endswith("checkpoint_prev.pt")
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_no_usable_checkpoint_is_one_line(two_runs, tmp_path, cli_inproc):
+    """Both checkpoints unusable: one error line naming the newest one's problem, nothing trained."""
+    import shutil
+
+    cfg, _ref, short = two_runs
+    run = tmp_path / "run"
+    shutil.copytree(short, run)
+    for name in ("checkpoint.pt", "checkpoint_prev.pt"):
+        state = torch.load(run / name, weights_only=True)
+        _damage("no optimizer", state)
+        torch.save(state, run / name)
+    before = (run / "checkpoint.pt").read_bytes()
+    res = cli_inproc(["train", "--config", str(cfg), "--out", str(run), "--resume", "--quiet"])
+    assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
+    assert "no loadable checkpoint" in res.error_lines()[0] and "optimizer" in res.error_lines()[0]
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
 # --------------------------------------------------------------------------------------- extract, index
 def _images(root: Path) -> Path:
     return root / "bounding_box_test"
