@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn, TextIO
 
 from reidkit import __version__
 from reidkit.errors import ReidkitError
@@ -34,9 +35,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one ``reidkit: error:`` line (exit 2), as every other mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``reidkit: error: <prog>: <message>`` and exit with status 2."""
+        self.exit(2, f"reidkit: error: {printable(f'{self.prog}: {message} (see {self.prog} --help)')}\n")
+
+
+_ESCAPES = {**{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85)}, ord("\n"): "\\n", ord("\r"): "\\r",
+            ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline or an escape sequence in a file name) written as
+    backslash escapes."""
+    return text.translate(_ESCAPES)
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"reidkit: warning: {printable(str(message).strip())}", file=file or sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser, listing every subcommand (arguments are added lazily)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="reidkit",
         description="Person re-identification toolkit: STADB, Mancs, BDB and baselines.",
     )
@@ -50,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"reidkit {name}", description=help_text)
+    parser = OneLineParser(prog=f"reidkit {name}", description=help_text)
     module.add_arguments(parser)  # type: ignore[attr-defined]
     return parser, module
 
@@ -65,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Pillow's notes on odd files (corrupt EXIF, palette transparency) are noise in a command: an unreadable
     # image is named by reidkit itself. The library leaves the filters to its host (reidkit.utils.images).
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+    warnings.showwarning = _warning_line  # a warning is one line too: "reidkit: warning: ..."
+    for stream in (sys.stdout, sys.stderr):  # file names in any bytes print as escapes, never as a traceback
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     top = build_parser()
     if not argv or argv[0] not in COMMANDS:
         top.parse_args(argv)  # prints help/version or an "invalid choice" error
@@ -76,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(rest)
         return int(module.run(args) or 0)  # type: ignore[attr-defined]
     except ReidkitError as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"reidkit: error: {msg}", file=sys.stderr)
+        print(f"reidkit: error: {printable(str(exc).strip() or type(exc).__name__)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("reidkit: interrupted", file=sys.stderr)

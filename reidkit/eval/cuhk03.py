@@ -19,6 +19,7 @@ import torch
 from reidkit.errors import ReidkitError
 from reidkit.eval.distance import pairwise_distance
 from reidkit.eval.metrics import as_labels
+from reidkit.utils.limits import MAX_RANK
 
 
 def cuhk03_single_shot_cmc(
@@ -44,8 +45,9 @@ def cuhk03_single_shot_cmc(
         raise ReidkitError(f"distmat: expected shape ({len(qp)}, {len(gp)}), got {tuple(d.shape)}")
     if len(qp) == 0 or len(gp) == 0:
         raise ReidkitError("CUHK03: expected non-empty query and gallery")
-    if repeats < 1 or max_rank < 1:
-        raise ReidkitError(f"CUHK03: expected repeats >= 1 and max_rank >= 1, got {repeats}, {max_rank}")
+    if repeats < 1 or not 1 <= max_rank <= MAX_RANK:
+        raise ReidkitError(f"CUHK03: expected repeats >= 1 and 1 <= max_rank <= {MAX_RANK}, got {repeats}, "
+                           f"{max_rank}")
     if not bool(torch.isfinite(d).all()):
         raise ReidkitError("distmat: expected finite values, found NaN or inf")
     qc = as_labels(query_camids, "query_camids") if query_camids is not None else torch.full_like(qp, -1)

@@ -40,6 +40,7 @@ import torch
 
 from reidkit.errors import ReidkitError
 from reidkit.eval.distance import all_finite, slice_rows
+from reidkit.utils.limits import MAX_RANK
 
 AP_MODES = ("noninterp", "official")
 
@@ -304,8 +305,8 @@ class MetricAccumulator:
         per_query: bool = False,
         strategy: str | RankStrategy | None = None,
     ) -> None:
-        if max_rank < 1:
-            raise ReidkitError(f"max_rank: expected a positive integer, got {max_rank}")
+        if not 1 <= max_rank <= MAX_RANK:
+            raise ReidkitError(f"max_rank: expected an integer between 1 and {MAX_RANK}, got {max_rank}")
         self.max_rank = max_rank
         self.ap_mode = check_ap_mode(ap_mode)
         self.per_query = per_query

@@ -16,6 +16,8 @@ MAX_BATCH_IMAGES = 4096  # sampler.p × sampler.k (the papers use 64-256)
 MAX_WORKERS = 128  # data.workers: decoding threads or DataLoader processes
 MAX_CONFIG_VALUES = 100_000  # values in a YAML document once its aliases are expanded (a preset holds ~100)
 MAX_SEED = 2**32 - 1  # train.seed: numpy and the derived augmentation seeds stay in range
+MAX_RANK = 100_000  # the length of a CMC curve (eval --max-rank, eval.max_rank): beyond it, it is flat
+MAX_LR = 10.0  # optim.lr; larger rates overflow float32 within a few milestones or steps
 
 
 def input_size_problem(size: object) -> str | None:

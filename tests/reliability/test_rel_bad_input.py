@@ -667,6 +667,131 @@ def test_fuzzed_overrides_give_config_or_config_error(key, value):
             assert isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
+EDGE_CONFIGS = {  # the extremes of what the config accepts (reidkit.utils.limits), grouped into a few runs
+    "smallest input and batch": ["data.size=[8, 8]", "sampler.p=1", "sampler.k=2", "optim.momentum=0"],
+    "largest rates, smallest factors": ["optim.lr=10", "optim.weight_decay=10", "optim.momentum=1",
+                                        "schedule.kind=step", "schedule.milestones=[0]", "schedule.gamma=1e-300",
+                                        "optim.grad_clip=1e-300"],
+    "adam at the edges": ["optim.name=adam", "optim.lr=1e-300", "optim.betas=[0, 0.999999]",
+                          "optim.weight_decay=0", "schedule.kind=cosine", "schedule.warmup_epochs=1000000",
+                          "schedule.min_factor=1"],
+    "augmentation extremes, per-image": ["data.pipeline=per_image", "data.workers=2", "augment.pipeline=mancs",
+                                         "augment.erase_p=1", "augment.erase_area=[1e-9, 0.999999]",
+                                         "augment.erase_ratio=[1e-9, 1e9]", "augment.crop_scale=[1e-9, 1]",
+                                         "augment.crop_ratio=[1e-9, 1e9]", "augment.flip_p=1",
+                                         "augment.erase_value=random"],
+    "evaluation and loop extremes": ["eval.max_rank=100000", "eval.rerank=true", "eval.flip=true",
+                                     "eval.metric=cosine", "data.eval_batch_size=1", "train.seed=4294967295",
+                                     "train.eval_every=0", "train.save_every_steps=1", "train.max_seconds=1e-9",
+                                     "train.log_every=1000000", "sampler.num_batches=null"],
+    "CUDA settings on a CPU": ["train.amp=fp16", "train.channels_last=true", "data.workers=128"],
+}
+
+
+@pytest.mark.parametrize("label", sorted(EDGE_CONFIGS))
+def test_every_value_the_config_accepts_runs(label, synth_root, tmp_path, make_config, cli_inproc):
+    """A tiny training run at the edges of every range the config accepts ends normally (exit 0), or, for a
+    numerically hopeless setting, stops cleanly on a non-finite loss (exit 1, one line). Nothing else: these
+    used to end in tracebacks (a batch of one image, SGD without momentum, a rate that overflows float32,
+    a CMC curve of a billion ranks that took all the memory)."""
+    from reidkit.engine.config import load_config
+
+    cfg = make_config(tmp_path / "tiny.yaml", synth_root, tmp_path / "run", sampler={"p": 2, "k": 2,
+                                                                                      "num_batches": 2})
+    sets = EDGE_CONFIGS[label]
+    load_config(cfg, sets)  # accepted
+    res = cli_inproc(["train", "--config", str(cfg), "--quiet", *[x for s in sets for x in ("--set", s)]])
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert all(ln.startswith(("reidkit: warning: ", "reidkit: error: ")) for ln in lines), res.stderr
+    if res.returncode == 1:
+        assert len(res.error_lines()) == 1 and "non-finite loss" in res.error_lines()[0], res.stderr
+    else:
+        assert res.returncode == 0 and not res.error_lines(), res.stderr
+        assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("value", ["sampler.k=1", "optim.lr=11", "optim.lr=1e300", "schedule.gamma=1e300",
+                                   "optim.weight_decay=1e300", "optim.momentum=2", "eval.max_rank=1000000000",
+                                   "train.seed=-1", "train.seed=4294967296", "data.workers=100000",
+                                   "data.size=[1025, 64]", "sampler.p=4097", "train.max_seconds=-1",
+                                   "optim.betas=[1, 0.999]", "model.name=resnet9000",
+                                   "model.options={backbone: resnet18, bnneck: [1]}",
+                                   "model.options={backbone: resnet18, depth: 3}"])
+def test_values_that_cannot_run_are_refused_up_front(value, synth_root, tmp_path, make_config, cli_inproc):
+    """Just past each edge: one ConfigError line naming the setting, before any data is read (sampler.p=1,
+    k=1 used to reach BatchNorm with one image; eval.max_rank=1e9 allocated a billion-entry CMC)."""
+    cfg = make_config(tmp_path / "tiny.yaml", synth_root, tmp_path / "run")
+    res = cli_inproc(["train", "--config", str(cfg), "--quiet", "--set", value,
+                      *(["--set", "sampler.p=1"] if value == "sampler.k=1" else [])])
+    assert res.returncode == 2 and len(res.error_lines()) == 1, res.stderr
+    assert value.split("=")[0].split(".")[-1] in res.error_lines()[0] or "model" in res.error_lines()[0], res.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["baseline", "stadb"])
+def test_largest_accepted_input_trains_and_embeds(name):
+    """One training step and an embedding at the largest input size the config and model files accept."""
+    import torch
+
+    from reidkit.engine.step import train_step
+    from reidkit.models import build
+    from reidkit.utils.limits import MAX_INPUT_SIDE
+
+    torch.manual_seed(0)
+    model = build(name, 2, backbone="resnet18", pretrained=None)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = torch.randn(2, 3, MAX_INPUT_SIDE, MAX_INPUT_SIDE)
+    model.train()
+    result = train_step(model, model, opt, x, torch.tensor([0, 1]), 0)
+    assert all(np.isfinite(v) for v in result.losses.values())
+    model.eval()
+    with torch.no_grad():
+        f = model(x[:1])
+    assert f.shape == (1, model.embedding_dim) and torch.isfinite(f).all()
+
+
+WEIRD_NAMES = [b"\xff\xfe not utf-8", b"new\nline", b"esc\x1b[31mred", b"-dash", b" spaces ", "é".encode(),
+               b"tab\there", b"back\\slash", b"quote'\"s"]
+
+
+def test_file_names_in_any_bytes(tmp_path, rel_weights, child_env):
+    """File names in any bytes (not UTF-8, newlines, terminal escapes, a leading dash) through real
+    processes: images under such names are embedded, an output under such a name is written, and a mistake
+    naming such a file is one line, its control characters escaped."""
+    import subprocess
+    import sys
+
+    base = os.fsencode(tmp_path)
+    imgs = base + b"/imgs \xff"
+    os.mkdir(imgs)
+    for i, name in enumerate(WEIRD_NAMES):
+        with open(imgs + b"/" + name + b".png", "wb") as fh:
+            fh.write(VALID[1 + i % 2])
+    out = base + b"/out " + b"".join(WEIRD_NAMES[:3]) + b".safetensors"
+
+    def run(*args: bytes | str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "reidkit", *args], capture_output=True, env=child_env(),
+                              timeout=240, check=False)
+
+    res = run("extract", "--checkpoint", str(rel_weights), "--images", imgs, "--out", out, "--device", "cpu",
+              "--no-progress", "--engine", "torch", "--workers", "0")
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert os.path.isfile(out) and res.stdout.startswith(b"wrote ") and b"9 features" in res.stdout
+    from reidkit.inference.features import read_folder_features
+
+    assert sorted(os.fsencode(os.path.basename(p)) for p in read_folder_features(os.fsdecode(out)).paths) == \
+        sorted(n + b".png" for n in WEIRD_NAMES)
+    for args in (["eval", "--features", base + b"/missing new\nline \xff.safetensors"],
+                 ["train", "--config", base + b"/cfg \x1b[2J\xfe.yaml"],
+                 ["datasets", "folder", "--root", base + b"/no\nsuch \xff"]):
+        res = run(*args)
+        err = res.stderr.decode("utf-8", errors="replace")
+        assert res.returncode == 2 and "Traceback" not in err, err
+        assert len(res.stderr.splitlines()) == 1 and res.stderr.startswith(b"reidkit: error: "), res.stderr
+        assert b"\x1b" not in res.stderr and (b"\\n" in res.stderr or b"\\x1b" in res.stderr), res.stderr
+
+
 def test_reidkit_errors_are_user_errors():
     """The error types the tests above expect are all ReidkitError (the CLI's one-line exit-2 class)."""
     for cls in (ImageReadError, DatasetError, ConfigError):
