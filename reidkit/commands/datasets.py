@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify-images", choices=("full", "header", "none"), default=None,
                         help="image check: full decode (default for folder/csv), header (default for "
                              "benchmarks) or none")
+    parser.add_argument("--default-camid", type=int, default=None, metavar="N",
+                        help="folder/csv: the camera of images that name none (a file name without <camid>_, "
+                             "an empty camid); default: such images are left out")
 
 
 def _options(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -44,6 +47,10 @@ def _options(args: argparse.Namespace, name: str) -> dict[str, Any]:
                     split_id=args.split_id, classic_query=args.cuhk03_classic_query)
     elif args.cuhk03_detected or args.cuhk03_classic or args.split_id:
         raise DatasetError(f"--cuhk03-* and --split-id apply to cuhk03 only, not {name}")
+    if args.default_camid is not None:
+        if name not in ("folder", "csv"):
+            raise DatasetError(f"--default-camid applies to folder and csv only, not {name}")
+        opts["default_camid"] = args.default_camid
     if name == "msmt17":
         opts["train_lists"] = tuple(t.strip() for t in args.msmt17_train_lists.split(",") if t.strip())
     return opts

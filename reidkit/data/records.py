@@ -29,6 +29,9 @@ class ReidDataset:
       - ``"multi_query"``: dict mapping (pid, camid) -> list of image paths (Market-1501 ``gt_bbox``).
       - ``"skipped"``: list of (path, reason) for files left out while scanning.
       - ``"cuhk03_split"``: split index of the classic 1367/100 protocol, when relevant.
+      - ``"train_pids"``: the dataset's pid of each training label (label ``i`` was ``train_pids[i]``).
+      - ``"identity_names"``: for the user's own data with named identities (``alice/``), the name of
+        each pid (pid ``i`` is ``identity_names[i]``); see ``identity_names``.
     """
 
     name: str
@@ -42,6 +45,18 @@ class ReidDataset:
     def num_train_pids(self) -> int:
         """Number of training identities (the classifier size)."""
         return len({r.pid for r in self.train})
+
+    def identity_names(self, split: str = "train") -> dict[int, str]:
+        """The name of each pid of ``split`` (for ``train``: of each training label), for data whose
+        identities are named rather than numbered; an empty dict otherwise."""
+        names = self.extras.get("identity_names")
+        if not names:
+            return {}
+        pids = sorted({r.pid for r in self.split(split)})
+        if split == "train":
+            originals = self.extras.get("train_pids") or pids
+            return {label: names[originals[label]] for label in pids}
+        return {pid: names[pid] for pid in pids}
 
     def split(self, name: str) -> list[Record]:
         """The records of split ``name`` (train, query or gallery)."""

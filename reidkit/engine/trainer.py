@@ -216,6 +216,11 @@ class Trainer:
             env.update({"model": cfg.model.name, "num_classes": self.num_classes, "input_size": list(self.size),
                         "train_images": len(self.train_records), "resumed_from": str(self.resumed_from or "")})
             self.log.write_json("env.json", env)
+            names = ds.identity_names("train") if hasattr(ds, "identity_names") else {}
+            if names:  # named identities (alice/): the name of each class, and of each query/gallery pid
+                self.log.write_json("identities.json", {
+                    "classes": [names[p] for p in pids_sorted],
+                    "pids": {str(i): n for i, n in enumerate(ds.extras["identity_names"])}})
 
     def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         o = self.cfg.optim

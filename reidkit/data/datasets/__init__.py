@@ -11,6 +11,8 @@ Options per dataset (all keyword):
 
 - every reader: ``verify_images`` (``True``/"full", "header", ``False``/"none"; see
   ``reidkit.data.datasets._common``), default "header" for benchmarks and ``True`` for folder/csv;
+- ``folder``, ``csv``: ``default_camid`` (the camera of images that name none: an integer, or one per
+  split as ``{"train": 0, "query": 0, "gallery": 1}``; see ``reidkit.data.datasets.custom``);
 - ``msmt17``: ``train_lists=("train", "val")``;
 - ``cuhk03``: ``labeled=True``, ``protocol="new"|"classic"``, ``split_id=0``, ``classic_query="view1"|"all"``.
 """

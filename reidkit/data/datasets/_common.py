@@ -160,6 +160,16 @@ def warn_skipped(dataset: str, skipped: Sequence[tuple[str, str]], total: int | 
     )
 
 
+def _count_reasons(items: Iterable[tuple[str, str]]) -> str:
+    """``reason (count)`` for the three commonest reasons among ``(path, reason)`` items."""
+    counts: dict[str, int] = {}
+    for _, reason in items:
+        counts[reason] = counts.get(reason, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])
+    more = f"; and {len(top) - 3} other reasons" if len(top) > 3 else ""
+    return "; ".join(f"{r} ({n})" for r, n in top[:3]) + more
+
+
 def relabel(records: Sequence[RawRecord]) -> tuple[list[Record], list[int]]:
     """Relabel pids to ``0..N-1`` in increasing order of the original pid; also return the originals
     (label ``i`` is original pid ``originals[i]``)."""
@@ -178,11 +188,13 @@ def assemble(
     skipped: Sequence[tuple[str, str]] = (),
     extras: Mapping[str, Any] | None = None,
     relabel_train: bool = True,
+    why_empty: Mapping[str, str] | None = None,
 ) -> ReidDataset:
     """Check the images of every split, drop the unusable ones, relabel train pids and build the dataset.
 
     ``sources`` names, per split, where its images were looked for (for the empty-split error);
-    ``skipped`` holds files already left out while parsing (misnamed and the like).
+    ``skipped`` holds files already left out while parsing (misnamed and the like); ``why_empty`` says, per
+    split the reader found nothing in, why (otherwise the error counts the files left out, by reason).
     """
     mode = normalize_verify(verify)
     all_skipped: list[tuple[str, str]] = list(skipped)
@@ -196,9 +208,17 @@ def assemble(
     warn_skipped(name, all_skipped, total + len(skipped))
     for s in SPLITS:
         if not kept[s]:
-            left = sum(1 for _ in splits.get(s, ()))
-            why = f" ({left} found, all unusable)" if left else ""
-            raise DatasetError(f"{name}: split '{s}' is empty: no usable images in {sources.get(s, root)}{why}")
+            found = [r[0] for r in splits.get(s, ())]
+            if found:
+                why = f"{len(found)} found, all unusable: " + _count_reasons((p, bad[p]) for p in found)
+            elif why_empty and s in why_empty:
+                why = why_empty[s]
+            else:
+                source = str(sources.get(s, root))
+                left = [(p, r) for p, r in skipped if str(p).startswith(source)]
+                why = (f"{len(left)} files seen, all left out: {_count_reasons(left)}" if left else
+                       "no image files found there")
+            raise DatasetError(f"{name}: split '{s}' is empty: no usable images in {sources.get(s, root)} ({why})")
     out_extras: dict[str, Any] = dict(extras or {})
     if relabel_train:
         train, originals = relabel(kept["train"])
