@@ -1,10 +1,11 @@
 """``reidkit train``: train a model from a YAML config (one process, or one per GPU under ``torchrun``).
 
 Examples:
-    reidkit train --config configs/stadb_market1501.yaml
-    reidkit train --config configs/mancs_market1501.yaml --set data.root=/data --set optim.lr=3e-4
+    reidkit train --preset stadb_market1501                     # `reidkit presets` lists them
+    reidkit train --preset mancs_market1501 --set data.root=/data --set optim.lr=3e-4
+    reidkit train --config my_run.yaml                          # a file; `_base_: stadb_market1501` inherits a preset
     reidkit train --out runs/stadb_market1501 --resume          # continue from the run folder's config
-    torchrun --nproc_per_node 4 -m reidkit train --config configs/stadb_market1501.yaml
+    torchrun --nproc_per_node 4 -m reidkit train --preset stadb_market1501
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``reidkit train``."""
-    parser.add_argument("--config", "-c", metavar="YAML",
-                        help="preset or config file (configs/*.yaml); with --resume and no --config, the run "
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", "-c", metavar="YAML",
+                        help="config file (or a preset's name); with --resume and no --config, the run "
                              "folder's config.yaml is used")
+    source.add_argument("--preset", "-p", metavar="NAME",
+                        help="a preset shipped with reidkit, e.g. stadb_market1501 (`reidkit presets` lists them)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=3e-4 --set train.epochs=10 "
                              "(values are YAML scalars; repeatable)")
@@ -36,18 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """The config ``args`` describe: file (or the run folder's config.yaml on --resume) + --set + --out."""
+    """The config ``args`` describe: preset or file (or the run folder's config.yaml on --resume) + --set +
+    --out."""
     from reidkit.engine.config import load_config
+    from reidkit.engine.presets import preset_path
 
     overrides = list(args.overrides or [])
     if args.out:
         overrides.append(f"train.out_dir={args.out}")
-    path = args.config
+    path = str(preset_path(args.preset)) if getattr(args, "preset", None) else args.config
     if path is None:
         if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
             path = str(Path(args.out) / "config.yaml")
         else:
-            raise ConfigError("reidkit train: expected --config FILE (or --resume --out RUN_DIR with a config.yaml)")
+            raise ConfigError("reidkit train: expected --preset NAME or --config FILE (or --resume --out RUN_DIR "
+                              "with a config.yaml)")
     return load_config(path, overrides)
 
 

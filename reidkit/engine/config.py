@@ -2,7 +2,8 @@
 
 A config file is a YAML mapping with the sections of ``RunConfig`` (``model``, ``data``,
 ``augment``, ``sampler``, ``optim``, ``schedule``, ``train``, ``eval``). A file may name
-``_base_: other.yaml`` (a path relative to the file, or a list of such paths): the bases are
+``_base_: other.yaml`` (a path relative to the file, the name of a preset shipped in the package such as
+``stadb_market1501`` (``reidkit.engine.presets``), or a list of these): the bases are
 loaded first and the file's keys are merged over them (mappings merge key by key, anything
 else replaces). Command-line overrides ``section.key=value`` are parsed as YAML scalars and
 applied last. Unknown keys and values of the wrong type raise ``reidkit.errors.ConfigError``
@@ -25,6 +26,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from reidkit.data.augment import AugmentConfig
+from reidkit.engine.presets import find_preset
 from reidkit.errors import ConfigError
 from reidkit.utils.atomic import atomic_write_text
 from reidkit.utils.limits import (
@@ -287,15 +289,26 @@ def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], 
         if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
             raise ConfigError(f"{path}: '_base_' must be a file name or a list of file names")
         for base in bases:
-            base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-            if not base_path.exists():
-                raise ConfigError(f"{path}: '_base_' file {base} not found (looked at {base_path})")
+            base_path = _base_file(base, path)
             raw, org = _load_raw(base_path, (*seen, path))
             merged = _deep_merge(merged, raw)
             origin.update(org)
     for key in _dotted_keys(data):
         origin[key] = path
     return _deep_merge(merged, data), origin
+
+
+def _base_file(base: str, path: Path) -> Path:
+    """Where ``_base_: base`` in the file ``path`` leads: a path (absolute or relative to ``path``'s folder)
+    that exists, else the preset of that name."""
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    if base_path.exists():
+        return base_path
+    preset = find_preset(base)
+    if preset is None:
+        raise ConfigError(f"{path}: '_base_' {base} is neither a file (looked at {base_path}) nor a preset "
+                          "(`reidkit presets` lists them)")
+    return preset
 
 
 def _dotted_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
@@ -549,14 +562,16 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (with its ``_base_`` files) and apply ``KEY=VALUE`` overrides.
 
-    ``path=None`` starts from the defaults. Raises ``ConfigError`` (one line) on an
-    unknown key, a wrong type or an invalid value.
+    ``path`` may also name a preset (``stadb_market1501``) when no file of that name exists; ``None`` starts
+    from the defaults. Raises ``ConfigError`` (one line) on an unknown key, a wrong type or an invalid value.
     """
     if path is None:
         raw: dict[str, Any] = {}
         origin: dict[str, Path] = {}
         source = "<defaults>"
     else:
+        if not Path(path).exists():
+            path = find_preset(str(path)) or path
         raw, origin = _load_raw(Path(path))
         source = str(path)
     raw, touched = apply_overrides(raw, list(overrides or []))
