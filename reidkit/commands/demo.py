@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from reidkit.data.datasets import load
     from reidkit.data.synthetic import generate_dataset
     from reidkit.engine.checkpoint import RUN_STATE
-    from reidkit.engine.config import apply_overrides, config_from_dict
+    from reidkit.engine.config import apply_overrides, config_from_dict, save_config
     from reidkit.engine.runlog import RunLog
     from reidkit.engine.trainer import Trainer
     from reidkit.utils.atomic import atomic_write_json, output_folder, refuse_to_replace
@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise ReidkitError(f"--seconds-budget {args.seconds_budget:g}: setup alone took {spent:.0f} s; "
                            "expected a larger budget")
     cfg.train.max_seconds = budget
+    save_config(trainer.cfg, out / "config.yaml")  # the budget is part of what runs
     print(f"[3/4] training ({cfg.train.epochs} epochs of {len(trainer.sampler)} batches of "
           f"{cfg.sampler.p}x{cfg.sampler.k}, budget {budget:.0f} s) ...", flush=True)
     result = trainer.fit()

@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest loadable checkpoint in the run folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the config the run would use (every derived value written out: input "
+                             "sizes, the schedule's numbers, all model options) and exit")
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
@@ -60,18 +62,20 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Train; returns 0 on success, 1 when training stopped on a non-finite loss."""
+    from reidkit.engine.config import resolve_effective
+
     cfg = resolve_config(args)
-    if args.print_config:
+    if args.quiet:
+        cfg.train.progress = False
+    if args.print_config:  # the values the run would use: sizes, schedule and model options resolved
         import yaml
 
         from reidkit.engine.config import config_to_dict
 
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(config_to_dict(resolve_effective(cfg)), sort_keys=False), end="")
         return 0
     from reidkit.engine.trainer import NonFiniteLossError, train
 
-    if args.quiet:
-        cfg.train.progress = False
     try:
         result = train(cfg, resume=args.resume, quiet=args.quiet)
     except NonFiniteLossError as exc:

@@ -53,6 +53,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_override",
+    "resolve_effective",
     "save_config",
 ]
 
@@ -576,6 +577,26 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         source = str(path)
     raw, touched = apply_overrides(raw, list(overrides or []))
     return config_from_dict(raw, source, origin, touched)
+
+
+def resolve_effective(cfg: RunConfig) -> RunConfig:
+    """Write into ``cfg`` (and return it) the values a run derives from it, so that what is printed and saved
+    is what runs, and reading it back changes nothing:
+
+    - ``data.size`` and ``augment.size``: the input size training uses (``data.size``, else the model's);
+    - ``schedule``: the numbers its kind implies (``stadb``: the paper's warm-up and milestones);
+    - ``model.options``: every option of the model, the unset ones at their defaults.
+    """
+    from reidkit.engine.schedules import resolve_schedule
+    from reidkit.models.registry import model_class, option_defaults
+
+    size = list(cfg.data.size) if cfg.data.size is not None else list(model_class(cfg.model.name).input_size)
+    cfg.data.size = [int(size[0]), int(size[1])]
+    cfg.augment = dataclasses.replace(cfg.augment, size=(cfg.data.size[0], cfg.data.size[1]))
+    if cfg.schedule.kind == "stadb":
+        cfg.schedule = dataclasses.replace(resolve_schedule(cfg.schedule), kind="stadb")
+    cfg.model.options = {**_plain(option_defaults(cfg.model.name)), **cfg.model.options}
+    return cfg
 
 
 def _plain(value: Any) -> Any:

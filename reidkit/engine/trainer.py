@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.engine.checkpoint import capture_rng, find_resume_checkpoint, restore_rng, save_checkpoint
-from reidkit.engine.config import RunConfig, config_to_dict, save_config
+from reidkit.engine.config import RunConfig, config_to_dict, resolve_effective, save_config
 from reidkit.engine.distributed import DistInfo, all_reduce_flag, barrier, cleanup, init_distributed
 from reidkit.engine.runlog import RunLog, environment_info, load_history
 from reidkit.engine.schedules import EpochSchedule
@@ -116,7 +116,7 @@ class Trainer:
         """Load data, build the model, optimiser, sampler and augmentation; restore a checkpoint if resuming."""
         from reidkit.utils.atomic import output_folder
 
-        cfg = self.cfg
+        cfg = resolve_effective(self.cfg)  # what config.yaml and the checkpoints record is what runs
         output_folder(self.run_dir, "the run folder", create=False)
         if not self.resume and (self.run_dir / "checkpoint.pt").exists():
             raise ConfigError(f"{self.run_dir}: run folder already holds a checkpoint; pass --resume to continue "
