@@ -7,7 +7,8 @@ What it does (the README's main command, ``make demo``):
    downloaded: the demo must run offline), and evaluates it untrained;
 3. trains it (PK batches, batched augmentation, the STADB losses) within ``--seconds-budget``;
 4. evaluates it again, prints the table, and writes into ``--out`` (default ``runs/demo``):
-   ``metrics.json`` (``{"trained": {...}, "untrained": {...}, "seconds": ...}``, percent),
+   ``metrics.json`` (``{"trained": {...}, "untrained": {...}, "seconds": ...}``, percent, with the
+   evaluation ``settings``),
    ``cmc.png``, the training curves (``losses.png``, ``lr.png``, ``accuracy.png``), a rank-list
    picture ``ranklist.png``, and the usual run files (checkpoint, ``model.safetensors``, config).
 """
@@ -151,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs": result.epochs_run,
         "seconds": round(seconds, 1),
         "units": "percent",
+        "settings": trainer.eval_settings(),
         "dataset": {"root": str(folder), **{s: v for s, v in ds.stats().items()}},
     }
     try:

@@ -10,7 +10,9 @@ The features file holds ``query_feats`` (Q×D), ``query_pids``, ``query_camids``
 ``gallery_pids``, ``gallery_camids`` (``reidkit extract --dataset`` writes it). From a checkpoint, the query
 and gallery are embedded exactly as ``reidkit extract --dataset`` embeds them (same ``--engine``, progress bar). The default output is a
 table (mAP, R1, R5, R10, mINP; with and without re-ranking when ``--rerank``); ``--json`` prints the
-metrics as JSON (fractions in [0, 1]); ``--out DIR`` writes ``metrics.json`` and ``cmc.png``.
+metrics as JSON and ``--out DIR`` writes the same into ``metrics.json`` (with ``cmc.png``): percent, as every
+reidkit metrics file, with ``"units"`` and the evaluation ``"settings"`` beside the numbers
+(``reidkit.eval.summary``).
 """
 
 from __future__ import annotations
@@ -92,19 +94,24 @@ def run(args: argparse.Namespace) -> int:
         results["rerank"] = evaluate(data["query_feats"], data["gallery_feats"], *labels, rerank=True,
                                      k1=args.k1, k2=args.k2, lambda_value=args.lambda_value, **common)
     main = results["rerank" if args.rerank else "plain"]
-    payload: dict[str, Any] = {
-        "mAP": main["mAP"], "mINP": main["mINP"], "cmc": main["cmc"],
-        "num_valid_queries": main["num_valid_queries"], "num_queries": main["num_queries"],
-        "metric": args.metric, "ap": args.ap, "rerank": bool(args.rerank),
-    }
+    from reidkit.eval.summary import evaluation_settings, metrics_record, to_percent
+
+    if args.features:  # the features file says how it was embedded (None: it does not say)
+        flip, multi_query = features.extra.get("flip"), features.extra.get("multi_query")
+    else:
+        flip, multi_query = bool(args.flip), args.multi_query
+    settings = evaluation_settings(metric=args.metric, flip=flip, rerank=args.rerank, k1=args.k1, k2=args.k2,
+                                   lambda_value=args.lambda_value, ap=args.ap, max_rank=args.max_rank,
+                                   multi_query=multi_query)
+    payload = metrics_record(main, settings)
     if args.rerank:
-        payload["without_rerank"] = {k: results["plain"][k] for k in ("mAP", "mINP", "cmc", "num_valid_queries")}
-        payload["rerank_params"] = {"k1": args.k1, "k2": args.k2, "lambda": args.lambda_value}
+        payload["without_rerank"] = to_percent(results["plain"])
     if args.single_shot:
         d = pairwise_distance(data["query_feats"], data["gallery_feats"], args.metric)
         cmc = cuhk03_single_shot_cmc(d, *labels, repeats=args.repeats, seed=args.seed, max_rank=args.max_rank)
-        payload["single_shot"] = {"cmc": [float(c) for c in cmc], **rank_k(cmc), "repeats": args.repeats,
-                                  "seed": args.seed}
+        payload["single_shot"] = {"cmc": [100.0 * float(c) for c in cmc],
+                                  **{k: 100.0 * v for k, v in rank_k(cmc).items()},
+                                  "repeats": args.repeats, "seed": args.seed}
     if args.out:
         from reidkit.utils.atomic import atomic_write_json
         from reidkit.viz.curves import plot_cmc
@@ -119,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(results))
         if args.single_shot:
             ss = payload["single_shot"]
-            print(f"single-gallery-shot ({args.repeats} repeats): R1 {100 * ss['rank1']:.2f}  "
-                  f"R5 {100 * ss['rank5']:.2f}  R10 {100 * ss['rank10']:.2f}")
+            print(f"single-gallery-shot ({args.repeats} repeats): R1 {ss['rank1']:.2f}  "
+                  f"R5 {ss['rank5']:.2f}  R10 {ss['rank10']:.2f}")
         if args.out:
             print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'cmc.png'}")
     return 0

@@ -398,6 +398,14 @@ class Trainer:
             self._test_cache = (qu8, gu8)
         return self._test_cache
 
+    def eval_settings(self) -> dict[str, Any]:
+        """The settings ``evaluate`` measures with (``reidkit.eval.summary.evaluation_settings``), recorded beside
+        the numbers in ``final_metrics.json`` and the demo's ``metrics.json``."""
+        from reidkit.eval.summary import evaluation_settings
+
+        e = self.cfg.eval
+        return evaluation_settings(metric=e.metric, flip=e.flip, rerank=e.rerank, max_rank=e.max_rank)
+
     def evaluate(self) -> dict[str, Any]:
         """Embed query and gallery with the current weights and return mAP, rank-k, mINP (percent)."""
         if not self.dataset.query or not self.dataset.gallery:
@@ -543,6 +551,7 @@ class Trainer:
                 last_row = self.log.history[-1]
                 final = {k: last_row[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP") if k in last_row}
             self.log.write_json("final_metrics.json", {"final": final, "best": self.best or {},
+                                                       "units": "percent", "settings": self.eval_settings(),
                                                        "epochs": epochs, "seconds": time.perf_counter() - run_start})
         barrier(self.dist)
         return TrainResult(self.run_dir, final, self.best, epochs_run, self.core, list(self.log.history))
@@ -559,18 +568,11 @@ class Trainer:
 
 
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
-    """``reidkit.eval.evaluate``'s fractions as percent: mAP, rank-1/5/10, mINP and the CMC curve."""
-    cmc = [100.0 * float(v) for v in res.get("cmc", [])]
-    out: dict[str, Any] = {"mAP": 100.0 * float(res["mAP"])}
-    if "mINP" in res:
-        out["mINP"] = 100.0 * float(res["mINP"])
-    for r in (1, 5, 10):
-        if len(cmc) >= r:
-            out[f"rank{r}"] = cmc[r - 1]
-    out["cmc"] = cmc
-    if "num_valid_queries" in res:
-        out["num_valid_queries"] = int(res["num_valid_queries"])
-    return out
+    """``reidkit.eval.evaluate``'s fractions as percent: mAP, rank-1/5/10, mINP and the CMC curve
+    (``reidkit.eval.summary.to_percent``)."""
+    from reidkit.eval.summary import to_percent
+
+    return to_percent(res)
 
 
 def _fmt_seconds(s: float) -> str:

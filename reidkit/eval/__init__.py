@@ -17,6 +17,7 @@ from reidkit.eval.knn import faiss_available, k_nearest
 from reidkit.eval.metrics import RankStrategy, check_ap_mode, check_labels, evaluate_blocks, evaluate_distmat
 from reidkit.eval.multiquery import group_features, pool_multi_query
 from reidkit.eval.rerank import rerank_blocks, rerank_distance
+from reidkit.eval.summary import evaluation_settings, metrics_record, to_percent
 
 __all__ = [
     "RankStrategy",
@@ -27,15 +28,18 @@ __all__ = [
     "evaluate",
     "evaluate_blocks",
     "evaluate_distmat",
+    "evaluation_settings",
     "faiss_available",
     "group_features",
     "iter_distance_blocks",
     "k_nearest",
+    "metrics_record",
     "pairwise_distance",
     "pool_multi_query",
     "rank_k",
     "rerank_blocks",
     "rerank_distance",
+    "to_percent",
 ]
 
 

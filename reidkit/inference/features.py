@@ -260,5 +260,18 @@ def read_dataset_features(path: str | os.PathLike[str]) -> DatasetFeatures:
         out["query_feats"], out["query_pids"], out["query_camids"],
         out["gallery_feats"], out["gallery_pids"], out["gallery_camids"],
         _path_list(meta, "query_paths", nq, path), _path_list(meta, "gallery_paths", ng, path),
-        _model_meta(meta, path),
+        _model_meta(meta, path), _embedding_notes(meta),
     )
+
+
+def _embedding_notes(meta: dict[str, Any]) -> dict[str, Any]:
+    """How the features were embedded, as ``embed_dataset`` records it (``dataset``, ``flip``, ``multi_query``);
+    an entry of the wrong type is left out (unknown), never trusted."""
+    notes: dict[str, Any] = {}
+    if isinstance(meta.get("flip"), bool):
+        notes["flip"] = meta["flip"]
+    if meta.get("multi_query") in ("none", "mean", "max"):
+        notes["multi_query"] = meta["multi_query"]
+    if isinstance(meta.get("dataset"), str) and len(meta["dataset"]) <= 200:
+        notes["dataset"] = meta["dataset"]
+    return notes

@@ -149,6 +149,11 @@ def write_report(out_html: str | os.PathLike[str], data: Any, k: int = 10, worst
     details = {"queries": int(data.query_feats.shape[0]), "gallery": int(data.gallery_feats.shape[0]),
                "feature size": int(data.query_feats.shape[1]),
                "distance": metric + (" + k-reciprocal re-ranking" if rerank else "")}
+    from reidkit.eval.summary import describe_settings, evaluation_settings
+
+    extra = getattr(data, "extra", None) or {}
+    details["evaluation"] = describe_settings(evaluation_settings(
+        metric=metric, flip=extra.get("flip"), rerank=rerank, multi_query=extra.get("multi_query")))
     if data.model_meta:
         from reidkit.inference.gallery import describe_model
 

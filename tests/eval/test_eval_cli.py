@@ -40,10 +40,13 @@ def test_json_output_matches_library(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = json.loads(capsys.readouterr().out)
     ref = evaluate(t["query_feats"], t["gallery_feats"], t["query_pids"], t["gallery_pids"],
                    t["query_camids"], t["gallery_camids"])
-    assert out["mAP"] == pytest.approx(ref["mAP"]) and out["mINP"] == pytest.approx(ref["mINP"])
-    assert out["cmc"] == pytest.approx(ref["cmc"]) and len(out["cmc"]) == 50
+    # the library's fractions, printed in percent as every reidkit metrics file
+    assert out["units"] == "percent"
+    assert out["mAP"] == pytest.approx(100 * ref["mAP"]) and out["mINP"] == pytest.approx(100 * ref["mINP"])
+    assert out["cmc"] == pytest.approx([100 * c for c in ref["cmc"]]) and len(out["cmc"]) == 50
+    assert out["rank1"] == pytest.approx(100 * ref["cmc"][0])
     assert out["num_valid_queries"] == ref["num_valid_queries"]
-    assert 0.0 <= out["mAP"] <= 1.0
+    assert 0.0 <= out["mAP"] <= 100.0
 
 
 def test_rerank_table_and_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,8 +59,9 @@ def test_rerank_table_and_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "mAP" in text and "R10" in text and "mINP" in text
     assert "plain" in text and "rerank" in text
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["rerank"] is True and metrics["rerank_params"] == {"k1": 5, "k2": 2, "lambda": 0.4}
-    assert "without_rerank" in metrics and metrics["ap"] == "official"
+    settings = metrics["settings"]
+    assert settings["rerank"] is True and settings["rerank_params"] == {"k1": 5, "k2": 2, "lambda": 0.4}
+    assert "without_rerank" in metrics and settings["ap"] == "official" and settings["metric"] == "cosine"
     assert (out_dir / "cmc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -144,10 +148,14 @@ def test_checkpoint_path_with_faked_model(tmp_path: Path, monkeypatch: pytest.Mo
     assert main(["eval", *common, "--save-features", str(saved)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["num_queries"] == 2 and out["num_valid_queries"] == 2
-    assert out["cmc"][0] == 1.0 and out["mAP"] == 1.0
+    assert out["cmc"][0] == 100.0 and out["mAP"] == 100.0
+    assert out["settings"]["flip"] is False and out["settings"]["protocol"] == "single-query"
     assert saved.is_file()
     # the saved features give the same metrics
     assert main(["eval", "--features", str(saved), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["mAP"] == 1.0
+    again = json.loads(capsys.readouterr().out)
+    assert again["mAP"] == 100.0 and again["settings"] == out["settings"]  # the file says how it was embedded
     assert main(["eval", *common, "--multi-query", "mean"]) == 0
-    assert json.loads(capsys.readouterr().out)["num_valid_queries"] == 2
+    mq = json.loads(capsys.readouterr().out)
+    assert mq["num_valid_queries"] == 2 and mq["settings"]["protocol"] == "multi-query"
+    assert mq["settings"]["multi_query"] == "mean"

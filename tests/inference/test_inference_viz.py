@@ -101,6 +101,9 @@ def _report(dataset_feats: Path, tmp_path: Path) -> Path:
 def test_report_is_self_contained(dataset_feats: Path, tmp_path: Path) -> None:
     page = _report(dataset_feats, tmp_path).read_text()
     assert '<table id="metrics">' in page and "mAP" in page and "Rank-1" in page
+    # how the numbers were measured, read from the features file 'reidkit extract --dataset' wrote
+    assert ("single-query, euclidean distance, flip off, re-ranking off, AP noninterp, CMC to rank 50"
+            in page)
     assert page.count('class="ranklist"') == 3 and page.count("data:image/png;base64,") == 4
     srcs = re.findall(r'(?:src|href)="([^"]*)"', page)
     assert srcs and all(s.startswith("data:") for s in srcs)
