@@ -4,8 +4,9 @@ Example:
     reidkit export --checkpoint runs/stadb/model.safetensors --out stadb.onnx --opset 17
 
 The graph takes ``images`` (float32 N×3×H×W, ImageNet-normalised, any N) and returns ``embeddings`` (N×D).
-onnxruntime is run on random batches and its largest absolute difference from PyTorch is printed; above
-``--atol`` (default 1e-4) the file is not written and the command fails. The model description (input
+onnxruntime is run on random batches and its largest difference from PyTorch is printed; when that
+difference over max(1, largest |PyTorch value|) is above ``--atol`` (default 1e-4) the file is not written
+and the command fails. The model description (input
 size, embedding size, weights digest) goes into the ONNX metadata, so ``reidkit extract --onnx`` and
 ``reidkit.load("stadb.onnx")`` need nothing else.
 """
