@@ -586,7 +586,11 @@ def train(cfg: RunConfig, *, resume: bool = False, dataset: Any = None, quiet: b
           hooks: Sequence[StepHook] = ()) -> TrainResult:
     """Train with ``cfg`` (under ``torchrun``: one process of a DDP group); the process group is torn down after.
 
-    ``hooks`` watch the steps (``reidkit.engine.step.StepHook``); the test hooks named in the environment
+    The run folder ``cfg.train.out_dir`` receives what ``reidkit train`` writes (checkpoints, weights, logs,
+    ``final_metrics.json``); the returned ``TrainResult`` holds the final and best metrics (percent) and the
+    trained model. ``resume`` continues the run in that folder from its newest loadable checkpoint;
+    ``dataset`` (a ``reidkit.data.records.ReidDataset``) replaces reading ``cfg.data``; ``quiet`` prints
+    nothing. ``hooks`` watch the steps (``reidkit.engine.step.StepHook``); the test hooks named in the environment
     (``reidkit.engine.step.hooks_from_env``) are added to them.
     """
     info = init_distributed(cfg.train.device)

@@ -20,7 +20,7 @@ DOCS = REPO / "docs"
 
 # The public names the API page must document: (dotted name as users write it, word to find).
 PUBLIC_API = ("reidkit.load", "reidkit.Gallery", "reidkit.evaluate", "reidkit.models.build",
-              "reidkit.datasets.load")
+              "reidkit.datasets.load", "reidkit.engine.trainer.train", "reidkit.engine.config.load_config")
 
 
 def _mkdocs_cmd() -> list[str] | None:
