@@ -1,9 +1,11 @@
 """Training checkpoints: atomic writes, a kept previous copy, and picking the latest loadable one.
 
 A run folder holds ``checkpoint.pt`` (latest), ``checkpoint_prev.pt`` (the one before it) and
-``best.pt`` (best mAP so far). Every file is written to a temporary file and renamed, and the
-previous checkpoint is hard-linked (or copied) to ``checkpoint_prev.pt`` *before* the new one
-replaces ``checkpoint.pt`` (a new inode), so at every instant at least one complete checkpoint exists.
+``best.pt`` (best mAP so far: the weights, their description, the epoch, metrics and config, without the
+optimizer state, which only continuing a run needs). Every file is written to a temporary file and
+renamed, and the previous checkpoint is hard-linked (or copied) to ``checkpoint_prev.pt`` *before* the
+new one replaces ``checkpoint.pt`` (a new inode), so at every instant at least one complete checkpoint
+exists. ``train.keep`` (``reidkit.engine.config.TrainConfig``) chooses which of the three a run keeps.
 Everything stored loads with ``torch.load(weights_only=True)``: RNG states are tensors or
 lists of ints, never numpy objects.
 """
@@ -30,7 +32,9 @@ __all__ = [
     "BEST",
     "LATEST",
     "PREVIOUS",
+    "RESUME_ONLY",
     "RUN_STATE",
+    "best_state",
     "capture_rng",
     "find_resume_checkpoint",
     "load_checkpoint",
@@ -44,15 +48,27 @@ BEST = "best.pt"
 RUN_STATE = (LATEST, PREVIOUS, BEST)  # what a run folder holds that a fresh run would replace
 
 
-def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = False) -> Path:
-    """Write ``state`` as ``run_dir/checkpoint.pt`` (keeping the former one as ``checkpoint_prev.pt``).
+# what only continuing a run needs: left out of best.pt
+RESUME_ONLY = ("optimizer", "scaler")
 
-    With ``best=True`` the same state is also copied to ``best.pt``. Returns the latest path.
+
+def best_state(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` as ``best.pt`` holds it: everything but the optimizer (and gradient scaler) state."""
+    return {k: v for k, v in state.items() if k not in RESUME_ONLY}
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = False,
+                    previous: bool = True) -> Path:
+    """Write ``state`` as ``run_dir/checkpoint.pt``, keeping the former one as ``checkpoint_prev.pt`` (with
+    ``previous=False`` none is kept and a stale one is removed).
+
+    With ``best=True`` the state without its optimizer (``best_state``) is also written to ``best.pt``.
+    Returns the latest path.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = run_dir / LATEST
-    if latest.exists():
+    if latest.exists() and previous:
         with atomic_path(run_dir / PREVIOUS) as tmp:
             tmp.unlink()
             try:
@@ -61,9 +77,11 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = 
                 shutil.copyfile(latest, tmp)
     with atomic_path(latest) as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)  # through a Python file: a full disk surfaces as the OSError it is
-    if best:  # a real copy, not a link: damage to one file must not take the other with it
-        with atomic_path(run_dir / BEST) as tmp:
-            shutil.copyfile(latest, tmp)
+    if not previous:  # only once the new one is complete: never a moment without a checkpoint
+        (run_dir / PREVIOUS).unlink(missing_ok=True)
+    if best:  # its own file, not a link: damage to one file must not take the other with it
+        with atomic_path(run_dir / BEST) as tmp, open(tmp, "wb") as fh:
+            torch.save(best_state(state), fh)
     return latest
 
 

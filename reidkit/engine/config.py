@@ -137,6 +137,13 @@ class TrainConfig:
     ``eval_every`` 0 evaluates only after the last epoch. ``save_every_steps`` > 0 also writes
     ``checkpoint.pt`` inside epochs. ``max_seconds`` stops after the epoch that would otherwise
     run past this wall-time budget (then evaluates, as after the last epoch).
+
+    ``keep``: the checkpoints the run folder keeps (``model.safetensors`` and ``best.safetensors``, the
+    weights, are always written). ``latest``: ``checkpoint.pt`` (weights + optimizer state), what
+    ``--resume`` continues from; without it, it is still written during the run (an interrupted run can
+    resume) and removed when the run ends. ``previous``: ``checkpoint_prev.pt``, the one before it, which
+    ``--resume`` falls back to when ``checkpoint.pt`` cannot be used. ``best``: ``best.pt``, the best
+    evaluation's weights, epoch, metrics and config (no optimizer state).
     """
 
     epochs: int = 600
@@ -154,6 +161,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     plots: bool = True
+    keep: list[Literal["latest", "previous", "best"]] = field(default_factory=lambda: ["latest", "previous", "best"])
 
 
 @dataclass

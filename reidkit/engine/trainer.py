@@ -10,7 +10,8 @@ model is evaluated on query/gallery, the best checkpoint (by mAP) is kept as ``b
 The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json``, ``checkpoint.pt``
 (+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
 ``best.safetensors``, ``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG
-curves. Under ``torchrun`` only rank 0 writes.
+curves; ``train.keep`` chooses which of the three checkpoints stay (``best.pt`` never holds optimizer
+state). Under ``torchrun`` only rank 0 writes.
 
 Numerical faults: a NaN or infinite loss term stops the run before the backward pass with
 ``NonFiniteLossError`` naming the term, the epoch and the step; the last checkpoint
@@ -353,10 +354,13 @@ class Trainer:
         self.best = dict(state["best"]) if state.get("best") else None
 
     def save(self, epoch: int, step: int, best: bool = False) -> None:
-        """Write ``checkpoint.pt`` (and ``best.pt``/``best.safetensors`` when ``best``) on rank 0."""
+        """Write ``checkpoint.pt`` (and ``best.safetensors``, and ``best.pt`` if ``train.keep`` has it, when
+        ``best``) on rank 0."""
         if not self.dist.is_main:
             return
-        save_checkpoint(self.state_dict(epoch, step), self.run_dir, best=best)
+        keep = self.cfg.train.keep
+        save_checkpoint(self.state_dict(epoch, step), self.run_dir, best=best and "best" in keep,
+                        previous="previous" in keep)
         if best:
             from reidkit.models.io import save_weights
 
@@ -547,6 +551,7 @@ class Trainer:
             from reidkit.models.io import save_weights
 
             save_weights(self.core, self.run_dir / "model.safetensors")
+            self._drop_unkept()
             if not final and self.log.history:
                 last_row = self.log.history[-1]
                 final = {k: last_row[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP") if k in last_row}
@@ -555,6 +560,16 @@ class Trainer:
                                                        "epochs": epochs, "seconds": time.perf_counter() - run_start})
         barrier(self.dist)
         return TrainResult(self.run_dir, final, self.best, epochs_run, self.core, list(self.log.history))
+
+    def _drop_unkept(self) -> None:
+        """At the end of a run: remove the checkpoints ``train.keep`` does not keep (written for the run's
+        own safety, or left by an earlier run in this folder)."""
+        from reidkit.engine.checkpoint import BEST, LATEST, PREVIOUS
+
+        keep = self.cfg.train.keep
+        for name, kind in ((PREVIOUS, "previous"), (BEST, "best"), (LATEST, "latest")):
+            if kind not in keep or (kind == "previous" and "latest" not in keep):
+                (self.run_dir / name).unlink(missing_ok=True)
 
     def _non_finite(self, exc: NonFiniteLoss, epoch: int, step: int, pids: Tensor) -> None:
         term = str(exc)
