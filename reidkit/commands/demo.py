@@ -113,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
                               distractors=DEMO_DATA["distractors"], junk=DEMO_DATA["junk"], workers=2,
                               progress=not args.quiet)
     ds = load("market1501", str(folder))
-    print(ds.stats_table(), flush=True)
 
     raw = {**DEMO_CONFIG}
     raw["data"] = {**DEMO_CONFIG["data"], "root": str(folder)}

@@ -7,7 +7,10 @@ CUDA, gloo on CPU). Without them everything runs in one process (rank 0 of 1).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +19,7 @@ import torch.distributed as dist
 from reidkit.errors import ConfigError
 from reidkit.utils.devices import resolve_device
 
-__all__ = ["DistInfo", "barrier", "broadcast_object", "cleanup", "init_distributed"]
+__all__ = ["DistInfo", "barrier", "broadcast_object", "cleanup", "init_distributed", "warnings_on_rank_zero"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,18 @@ def all_reduce_flag(info: DistInfo, flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+@contextlib.contextmanager
+def warnings_on_rank_zero(info: DistInfo) -> Iterator[None]:
+    """Within it, only rank 0 shows warnings: for the work every process does alike (reading the config,
+    the data, the checkpoint), where each rank would print the same line."""
+    if info.is_main:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def cleanup(info: DistInfo) -> None:

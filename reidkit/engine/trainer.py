@@ -42,13 +42,20 @@ from torch import Tensor, nn
 
 from reidkit.engine.checkpoint import capture_rng, find_resume_checkpoint, restore_rng, save_checkpoint
 from reidkit.engine.config import RunConfig, config_to_dict, resolve_effective, save_config
-from reidkit.engine.distributed import DistInfo, all_reduce_flag, barrier, cleanup, init_distributed
+from reidkit.engine.distributed import (
+    DistInfo,
+    all_reduce_flag,
+    barrier,
+    cleanup,
+    init_distributed,
+    warnings_on_rank_zero,
+)
 from reidkit.engine.runlog import RunLog, environment_info, load_history
 from reidkit.engine.schedules import EpochSchedule
 from reidkit.engine.step import NonFiniteLoss, StepHook, hooks_from_env, train_step
 from reidkit.errors import CheckpointError, ConfigError, DatasetError, ReidkitError
 
-__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "seed_everything", "train"]
+__all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "estimate_eta", "seed_everything", "train"]
 
 
 class NonFiniteLossError(ReidkitError):
@@ -114,7 +121,55 @@ class Trainer:
         return load(self.cfg.data.dataset, self.cfg.data.root, **self.cfg.data.options)
 
     def setup(self) -> None:
-        """Load data, build the model, optimiser, sampler and augmentation; restore a checkpoint if resuming."""
+        """Load data, build the model, optimiser, sampler and augmentation; restore a checkpoint if resuming;
+        print the run's header (``header_lines``; one line when quiet). Under DDP only rank 0 shows the
+        warnings of this part, which every rank would print alike."""
+        with warnings_on_rank_zero(self.dist):
+            self._setup()
+        if self.dist.is_main:
+            lines = self.header_lines()
+            print("\n".join(lines if not self.quiet else lines[:1]), flush=True)
+
+    def header_lines(self) -> list[str]:
+        """What the run is, printed when it starts: the first line a summary of the whole (run folder, model
+        and parameters, data, device, length), then the dataset statistics (ids, images and cameras per
+        split), the model, the device and threads, and epochs × batches per epoch."""
+        cfg, ds = self.cfg, self.dataset
+        params = sum(p.numel() for p in self.core.parameters())
+        stats = ds.stats()
+        batches = len(self.sampler)
+        procs = f", {self.dist.world_size} processes" if self.dist.enabled else ""
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        threads = torch.get_num_threads()
+        state = (f"resuming from {self.resumed_from} at epoch {self.start_epoch}" if self.resumed_from
+                 else "new run")
+        train = stats["train"]
+        epochs = f"{cfg.train.epochs} epoch{'s' if cfg.train.epochs != 1 else ''} x {batches} batch" \
+                 f"{'es' if batches != 1 else ''}"
+        summary = (f"train {cfg.model.name} ({params / 1e6:.2f}M parameters) on {ds.name} ({train['ids']} ids, "
+                   f"{train['images']} images), {self.device.type}{procs}, {epochs} -> {self.run_dir} ({state})")
+        lines = [summary, f"  run folder  {self.run_dir} ({state})",
+                 f"  dataset     {ds.name} ({cfg.data.root})",
+                 "              split     ids  images  cameras"]
+        lines += [f"              {split:<7} {s['ids']:5d} {s['images']:7d} {s['cameras']:8d}"
+                  for split, s in stats.items()]
+        opts = cfg.model.options
+        trunk = f", {opts['backbone']} trunk" if isinstance(opts.get("backbone"), str) else ""
+        lines.append(f"  model       {cfg.model.name}{trunk}: {params:,} parameters, {self.num_classes} classes, "
+                     f"input {self.size[0]}x{self.size[1]}, embedding {self.core.embedding_dim}")
+        precision = "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+        lines.append(f"  device      {device}{procs}, {threads} CPU thread{'s' if threads != 1 else ''}, "
+                     f"{precision}")
+        per_batch = f"{cfg.sampler.p}x{cfg.sampler.k} images" + (" per process" if self.dist.enabled else "")
+        budget = f", stops by {cfg.train.max_seconds:g} s (train.max_seconds)" if cfg.train.max_seconds else ""
+        every = f"every {cfg.train.eval_every} epochs and " if 0 < cfg.train.eval_every < cfg.train.epochs else ""
+        lines.append(f"  length      {epochs} of {per_batch} ({cfg.train.epochs * batches:,} steps), evaluation "
+                     f"{every}after the last{budget}")
+        return lines
+
+    def _setup(self) -> None:
         from reidkit.utils.atomic import output_folder
 
         cfg = resolve_effective(self.cfg)  # what config.yaml and the checkpoints record is what runs
@@ -539,8 +594,8 @@ class Trainer:
             self.save(epoch + 1, 0, best=is_best)
             barrier(self.dist)
             epochs_run += 1
-            done = epoch + 1 - self.start_epoch
-            eta = (time.perf_counter() - run_start) / max(done, 1) * (epochs - epoch - 1)
+            eta = estimate_eta(time.perf_counter() - run_start, epoch + 1 - self.start_epoch, epochs - epoch - 1,
+                               cfg.train.max_seconds)
             extra = f"  mAP {row['mAP']:.2f}  R1 {row['rank1']:.2f}" if "mAP" in row else ""
             self._log(f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.4f}  lr {lr:.2e}  "
                       f"{row['images_per_s']:.0f} img/s  data {row['data_wait_per_step_ms']:.1f} ms/step{extra}"
@@ -588,6 +643,17 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     from reidkit.eval.summary import to_percent
 
     return to_percent(res)
+
+
+def estimate_eta(elapsed: float, done: int, remaining: int, max_seconds: float | None = None) -> float:
+    """Seconds of training left after ``done`` epochs took ``elapsed`` seconds and ``remaining`` epochs are
+    configured: those epochs at the mean pace, or, with a time budget ``max_seconds``, only those that start
+    within it (the run stops after the epoch that would pass it)."""
+    per_epoch = elapsed / max(done, 1)
+    left = remaining
+    if max_seconds is not None and per_epoch > 0:
+        left = min(remaining, max(0, int((max_seconds - elapsed) // per_epoch)))
+    return per_epoch * left
 
 
 def _fmt_seconds(s: float) -> str:
