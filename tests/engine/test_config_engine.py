@@ -12,8 +12,8 @@ from reidkit.engine.config import RunConfig, config_to_dict, load_config, save_c
 from reidkit.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-PRESETS = sorted((REPO / "configs").glob("*.yaml"))
-ABLATIONS = sorted((REPO / "configs" / "ablations").glob("*.yaml"))
+PRESETS = sorted((REPO / "reidkit" / "configs").glob("*.yaml"))
+ABLATIONS = sorted((REPO / "reidkit" / "configs" / "ablations").glob("*.yaml"))
 
 
 def test_every_paper_setting_has_a_preset() -> None:
@@ -36,22 +36,22 @@ def test_presets_load(path: Path) -> None:
 
 
 def test_base_inheritance_and_ablation_overrides() -> None:
-    base = load_config(REPO / "configs" / "stadb_market1501.yaml")
-    rho = load_config(REPO / "configs" / "ablations" / "table10_rho050.yaml")
+    base = load_config(REPO / "reidkit" / "configs" / "stadb_market1501.yaml")
+    rho = load_config(REPO / "reidkit" / "configs" / "ablations" / "table10_rho050.yaml")
     assert rho.model.options["rho"] == 0.5
     assert rho.model.options["alpha"] == base.model.options["alpha"] == 0.8
     assert rho.model.options["backbone"] == "resnet50"
     assert rho.train.epochs == 600 and rho.train.out_dir == "runs/ablations/table10_rho050"
-    b16 = load_config(REPO / "configs" / "ablations" / "table9_batch16.yaml")
+    b16 = load_config(REPO / "reidkit" / "configs" / "ablations" / "table9_batch16.yaml")
     assert b16.sampler.p * b16.sampler.k == 16
-    duke = load_config(REPO / "configs" / "stadb_dukemtmcreid.yaml")
+    duke = load_config(REPO / "reidkit" / "configs" / "stadb_dukemtmcreid.yaml")
     assert duke.data.dataset == "dukemtmcreid" and duke.data.size == [384, 128]
-    cuhk = load_config(REPO / "configs" / "stadb_cuhk03_detected.yaml")
+    cuhk = load_config(REPO / "reidkit" / "configs" / "stadb_cuhk03_detected.yaml")
     assert cuhk.data.options == {"labeled": False, "protocol": "new"}
 
 
 def test_overrides_are_yaml_scalars() -> None:
-    cfg = load_config(REPO / "configs" / "stadb_market1501.yaml",
+    cfg = load_config(REPO / "reidkit" / "configs" / "stadb_market1501.yaml",
                       ["optim.lr=3e-4", "train.epochs=7", "data.size=[64, 32]", "train.amp=bf16",
                        "model.options.pretrained=null", "model.options.rho=0.5", "optim.grad_clip=null",
                        "train.channels_last=true", "sampler.num_batches=3"])
@@ -64,15 +64,15 @@ def test_overrides_are_yaml_scalars() -> None:
 
 def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("_base_: %s\noptim:\n  lrr: 0.1\n" % (REPO / "configs" / "stadb_market1501.yaml"))
+    bad.write_text("_base_: %s\noptim:\n  lrr: 0.1\n" % (REPO / "reidkit" / "configs" / "stadb_market1501.yaml"))
     with pytest.raises(ConfigError) as err:
         load_config(bad)
     msg = str(err.value)
     assert "optim.lrr" in msg and str(bad) in msg and "\n" not in msg
     with pytest.raises(ConfigError, match=r"^--set optim.lrr: unknown key 'optim.lrr'"):
-        load_config(REPO / "configs" / "stadb_market1501.yaml", ["optim.lrr=1"])
+        load_config(REPO / "reidkit" / "configs" / "stadb_market1501.yaml", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="unknown key 'modle'"):
-        load_config(REPO / "configs" / "stadb_market1501.yaml", ["modle.name=x"])
+        load_config(REPO / "reidkit" / "configs" / "stadb_market1501.yaml", ["modle.name=x"])
 
 
 def test_wrong_type_names_key_and_file(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_wrong_type_names_key_and_file(tmp_path: Path) -> None:
     msg = str(err.value)
     assert msg.startswith(str(bad)) and "train.epochs" in msg and "int" in msg and "\n" not in msg
     with pytest.raises(ConfigError, match=r"--set train.amp: 'train.amp' must be"):
-        load_config(REPO / "configs" / "stadb_market1501.yaml", ["train.amp=fp8"])
+        load_config(REPO / "reidkit" / "configs" / "stadb_market1501.yaml", ["train.amp=fp8"])
     with pytest.raises(ConfigError, match=r"sampler\.p"):
         load_config(None, ["sampler.p=0"])
     for value in ("inf", "-.inf", "nan", ".NaN"):  # strings and YAML floats alike
@@ -103,7 +103,7 @@ def test_wrong_type_names_key_and_file(tmp_path: Path) -> None:
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
-    cfg = load_config(REPO / "configs" / "mancs_cuhk03.yaml", ["train.epochs=3"])
+    cfg = load_config(REPO / "reidkit" / "configs" / "mancs_cuhk03.yaml", ["train.epochs=3"])
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml")
     assert config_to_dict(again) == config_to_dict(cfg)
@@ -112,11 +112,11 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 
 def test_cli_reports_config_errors_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["train", "--config", str(REPO / "configs" / "stadb_market1501.yaml"), "--set", "optim.nope=1",
+    rc = main(["train", "--config", str(REPO / "reidkit" / "configs" / "stadb_market1501.yaml"), "--set", "optim.nope=1",
                "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "optim.nope" in err[0] and err[0].startswith("reidkit: error:")
-    rc = main(["train", "--config", str(REPO / "configs" / "stadb_market1501.yaml"), "--print-config",
+    rc = main(["train", "--config", str(REPO / "reidkit" / "configs" / "stadb_market1501.yaml"), "--print-config",
                "--set", "train.epochs=5"])
     out = capsys.readouterr().out
     assert rc == 0 and yaml.safe_load(out)["train"]["epochs"] == 5

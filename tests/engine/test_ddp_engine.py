@@ -44,7 +44,7 @@ def test_two_process_ddp_keeps_weights_in_sync(mini_market: Path, tmp_path: Path
             f"train.out_dir={run}", "optim.lr=1e-3", "schedule.kind=constant"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(tmp_path), str(REPO / "configs" / "stadb_market1501.yaml"), *sets]
+           str(tmp_path), str(REPO / "reidkit" / "configs" / "stadb_market1501.yaml"), *sets]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")

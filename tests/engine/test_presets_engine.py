@@ -12,7 +12,7 @@ from reidkit.engine.config import load_config
 from reidkit.engine.trainer import train
 
 REPO = Path(__file__).resolve().parents[2]
-PRESETS = sorted((REPO / "configs").glob("*.yaml"))
+PRESETS = sorted((REPO / "reidkit" / "configs").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")

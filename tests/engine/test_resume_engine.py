@@ -12,7 +12,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-PRESET = REPO / "configs" / "stadb_market1501.yaml"
+PRESET = REPO / "reidkit" / "configs" / "stadb_market1501.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -27,18 +27,18 @@ def test_stadb_schedule_by_hand(epoch: int, expected: float) -> None:
 
 
 def test_stadb_preset_uses_the_paper_schedule() -> None:
-    cfg = load_config(REPO / "configs" / "stadb_market1501.yaml")
+    cfg = load_config(REPO / "reidkit" / "configs" / "stadb_market1501.yaml")
     assert cfg.train.epochs == 600 and (cfg.sampler.p, cfg.sampler.k) == (32, 4) and cfg.optim.name == "adam"
     got = [lr_at(cfg.schedule, cfg.optim.lr, e, cfg.train.epochs) for e in sorted(STADB_BY_HAND)]
     assert got == pytest.approx([STADB_BY_HAND[e] for e in sorted(STADB_BY_HAND)], rel=1e-9)
 
 
 def test_mancs_preset_constant_lr_and_clipping() -> None:
-    cfg = load_config(REPO / "configs" / "mancs_market1501.yaml")
+    cfg = load_config(REPO / "reidkit" / "configs" / "mancs_market1501.yaml")
     assert [lr_at(cfg.schedule, cfg.optim.lr, e, 160) for e in (0, 30, 60, 159)] == pytest.approx([3e-4] * 4)
     assert cfg.optim.grad_clip is not None and cfg.optim.grad_clip > 0
     assert cfg.train.epochs == 160 and (cfg.sampler.p, cfg.sampler.k) == (16, 16)
-    cuhk = load_config(REPO / "configs" / "mancs_cuhk03.yaml")
+    cuhk = load_config(REPO / "reidkit" / "configs" / "mancs_cuhk03.yaml")
     assert (cuhk.sampler.p, cuhk.sampler.k) == (32, 8)
 
 

@@ -17,7 +17,7 @@ from reidkit.engine.config import load_config
 from reidkit.engine.trainer import NonFiniteLossError, train
 
 REPO = Path(__file__).resolve().parents[2]
-PRESET = REPO / "configs" / "stadb_market1501.yaml"
+PRESET = REPO / "reidkit" / "configs" / "stadb_market1501.yaml"
 
 
 @pytest.fixture(scope="module")

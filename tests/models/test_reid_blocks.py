@@ -192,7 +192,7 @@ def test_table11_presets_give_different_masks() -> None:
     torch.manual_seed(2)
     x = torch.rand(8, 6, 24, 8)  # a 384x128 input's layer4 map
     masks = []
-    for path in sorted((Path(__file__).resolve().parents[2] / "configs" / "ablations").glob("table11_alpha*.yaml")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "reidkit" / "configs" / "ablations").glob("table11_alpha*.yaml")):
         opts = load_config(path).model.options
         from reidkit.models.registry import option_defaults
 
