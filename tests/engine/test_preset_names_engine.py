@@ -99,8 +99,9 @@ def test_train_preset_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
 
 @pytest.mark.slow
 def test_presets_by_name_from_an_installed_wheel(tmp_path: Path) -> None:
-    """Build the wheel from the package sources, check the presets are in it, install it (unpack: a pure-Python
-    wheel) and, from a folder outside the repository, find and load them through ``importlib.resources``."""
+    """Build the wheel from the package sources, check the presets are in it, install it with pip (into a
+    folder of its own, offline) and, from a folder outside the repository, find and load them through
+    ``importlib.resources``, and name them on the command line."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -114,8 +115,9 @@ def test_presets_by_name_from_an_installed_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         shipped = {n for n in zf.namelist() if n.startswith("reidkit/configs/")}
         assert shipped == {f"reidkit/configs/{n}.yaml" for n in expected}
-        site = tmp_path / "site"
-        zf.extractall(site)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(site),
+                    str(wheel)], check=True, timeout=300)
     work = tmp_path / "work"
     work.mkdir()
     (work / "mine.yaml").write_text("_base_: stadb_market1501\ntrain:\n  epochs: 3\n", encoding="utf-8")
@@ -135,6 +137,12 @@ def test_presets_by_name_from_an_installed_wheel(tmp_path: Path) -> None:
     assert got["package"].startswith(str(site)) and got["folder"] == str(site / "reidkit" / "configs")
     assert got["names"] == expected
     assert (got["model"], got["epochs"], got["size"]) == ("stadb", 3, [384, 128])
+    listed = subprocess.run([sys.executable, "-m", "reidkit", "presets"], cwd=work, env=env, capture_output=True,
+                            text=True, timeout=300, check=True).stdout
+    assert "ablations/table6_all" in listed and str(site / "reidkit" / "configs") in listed
+    printed = subprocess.run([sys.executable, "-m", "reidkit", "train", "--preset", "mancs_cuhk03", "--print-config"],
+                             cwd=work, env=env, capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "dataset: cuhk03" in printed and "name: mancs" in printed
 
 
 def test_every_preset_the_docs_name_exists() -> None:
