@@ -580,7 +580,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         source = "<defaults>"
     else:
         if not Path(path).exists():
-            path = find_preset(str(path)) or path
+            preset = find_preset(str(path))
+            if preset is None:
+                raise ConfigError(f"{path}: config file not found, and no preset has that name (`reidkit presets` "
+                                  "lists them)")
+            path = preset
         raw, origin = _load_raw(Path(path))
         source = str(path)
     raw, touched = apply_overrides(raw, list(overrides or []))

@@ -78,6 +78,8 @@ def test_unknown_base_is_one_line_naming_both_places(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("_base_: stadb_market\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"'_base_' stadb_market is neither a file .* nor a preset"):
         load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="config file not found, and no preset has that name"):
+        load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match=re.escape("no preset named '../x'")):
         preset_path("../x")
 
@@ -148,7 +150,7 @@ def test_presets_by_name_from_an_installed_wheel(tmp_path: Path) -> None:
 def test_every_preset_the_docs_name_exists() -> None:
     pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     named = {(page.name, m) for page in pages
-             for m in re.findall(r"--preset ([\w/]+)|_base_: ([\w/]+)\s", page.read_text(encoding="utf-8"))}
+             for m in re.findall(r"--preset ([a-z0-9_/]+)|_base_: ([a-z0-9_/]+)\s", page.read_text(encoding="utf-8"))}
     names = {(page, a or b) for page, (a, b) in named}
     assert any(page == "reproduce.md" for page, _ in names) and any(page == "training.md" for page, _ in names)
     known = set(preset_names())
