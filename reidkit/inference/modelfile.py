@@ -201,17 +201,6 @@ def _stored_tensors(p: Path) -> tuple[dict[str, tuple[tuple[int, ...], bool]], A
     return shapes, obj["model_meta"]
 
 
-def _strip_prefixes(key: str) -> str:
-    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes (as ``load_model`` does)."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
-
-
 def build_within_bounds(name: str, num_classes: int, options: dict[str, Any], source: str,
                         error: type[ReidkitError] = CheckpointError) -> torch.nn.Module:
     """Network ``name`` built on the ``meta`` device (shapes only, no memory: the options' own checks run);
@@ -239,12 +228,14 @@ def load_model_file(path: str | os.PathLike[str], device: str | torch.device = "
     Examples:
         >>> load_model_file("runs/stadb")  # doctest: +SKIP
     """
+    from reidkit.models.io import load_model, strip_prefixes
+
     p = resolve_model_file(path)
     stored, raw = _stored_tensors(p)
     meta = check_model_meta(raw, p)
     net = build_within_bounds(meta["model"], meta["num_classes"], dict(meta.get("options") or {}), str(p))
     expected = {k: (tuple(v.shape), v.is_floating_point()) for k, v in net.state_dict().items()}
-    found = {_strip_prefixes(k): v for k, v in stored.items()}
+    found = {strip_prefixes(k): v for k, v in stored.items()}
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     if missing or extra:
@@ -259,8 +250,6 @@ def load_model_file(path: str | os.PathLike[str], device: str | torch.device = "
             kind = "floating-point" if floating else "integer"
             raise CheckpointError(f"{p}: {k} holds {'integer' if floating else 'floating-point'} values; the "
                                   f"model's are {kind} (damaged or converted weights)")
-    from reidkit.models.io import load_model
-
     model = load_model(p, device)
     for k, t in model.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):

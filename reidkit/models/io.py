@@ -94,8 +94,8 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return obj["model"], obj["model_meta"]
 
 
-def _strip_prefixes(key: str) -> str:
-    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
+def strip_prefixes(key: str) -> str:
+    """A parameter name without DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
     changed = True
     while changed:
         changed = False
@@ -133,7 +133,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         raise CheckpointError(f"{p}: unknown model {name!r} in its metadata; expected one of {', '.join(names())}")
     options = dict(meta.get("options") or {})
     options["pretrained"] = None  # the weights come from the file
-    state = {_strip_prefixes(k): v for k, v in state.items()}
+    state = {strip_prefixes(k): v for k, v in state.items()}
     try:
         model = build(name, int(meta["num_classes"]), **options)
     except (ReidkitError, KeyError, TypeError, ValueError) as exc:
