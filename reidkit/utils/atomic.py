@@ -54,6 +54,17 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _stat_or_none(path: Path, failure: str) -> os.stat_result | None:
+    """``os.stat(path)`` (links followed), None when nothing is there; any other failure is the one-line
+    ``OutputError`` ``failure (reason)``."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputError(f"{failure} ({_reason(exc)})") from None
+
+
 def output_file(path: str | os.PathLike[str], what: str = "the output") -> Path:
     """The file to write for output path ``path``: ``path`` itself, or the file a symbolic link there points
     to. A folder, device, named pipe or socket there, or a parent that is not a folder, is a one-line
@@ -67,12 +78,7 @@ def output_file(path: str | os.PathLike[str], what: str = "the output") -> Path:
     if not str(path):
         raise OutputError(f"empty output path; expected a file name for {what}")
     target = Path(os.path.realpath(given)) if given.is_symlink() else given
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise OutputError(f"{given}: cannot write {what} ({_reason(exc)})") from None
+    st = _stat_or_none(target, f"{given}: cannot write {what}")
     if st is not None and not stat.S_ISREG(st.st_mode):
         expected = "a file path" if stat.S_ISDIR(st.st_mode) else "a path for a regular file"
         raise OutputError(f"{given}: is {_kind(st.st_mode)}; expected {expected} to write {what} to")
@@ -96,12 +102,7 @@ def output_folder(path: str | os.PathLike[str], what: str = "the output", create
     folder = Path(path)
     if not str(path):
         raise OutputError(f"empty output path; expected a folder for {what}")
-    try:
-        st = os.stat(folder)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot use it for {what} ({_reason(exc)})") from None
+    st = _stat_or_none(folder, f"{folder}: cannot use it for {what}")
     if st is not None and not stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{folder}: is {_kind(st.st_mode)}, not a folder; expected a folder for {what}")
     if not create:
