@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.images or args.csv}: none of the {len(images)} images could be read")
     label = {p: (a, b) for p, a, b in zip(images.paths, images.pids, images.camids, strict=True)}
     save_folder_features(args.out, feats, kept, [label[p][0] for p in kept], [label[p][1] for p in kept],
-                         emb.meta)
+                         emb.meta, images.identity_names)
     print(f"wrote {args.out}: {len(kept)} features of size {feats.shape[1]}"
           + (f" ({len(bad)} unreadable skipped)" if bad else ""))
     return 0

@@ -45,30 +45,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_source_arguments(a)
 
 
-def _new_images(gallery: Any, args: argparse.Namespace) -> tuple[list[tuple[str, int, int]], int]:
-    """The images of ``--images``/``--csv`` not yet in ``gallery`` (absolute path, pid, camid), and how many
-    already were."""
+def _new_images(gallery: Any, args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """The entries of ``--images``/``--csv`` not yet in ``gallery`` (absolute ``path``, ``pid``, ``camid``;
+    ``identity`` instead of a pid when the CSV names its identities, since numbers given to names in one
+    list would not match another's), and how many already were."""
     from reidkit.inference.sources import collect_images
 
     images = collect_images(args.images, args.csv)
     known = set(gallery.ids)
-    todo = [(os.path.abspath(p), a, b) for p, a, b in zip(images.paths, images.pids, images.camids, strict=True)
+    names = images.identity_names
+    todo = [{"path": os.path.abspath(p), "pid": -1 if names and a >= 0 else a, "camid": b}
+            | ({"identity": names[a]} if names and a >= 0 else {})
+            for p, a, b in zip(images.paths, images.pids, images.camids, strict=True)
             if os.path.abspath(p) not in known]
     return todo, len(images) - len(todo)
 
 
-def _embed(emb: Any, args: argparse.Namespace, todo: list[tuple[str, int, int]], flip: bool
+def _embed(emb: Any, args: argparse.Namespace, todo: list[dict[str, Any]], flip: bool
            ) -> tuple[Any, list[str], list[dict[str, Any]], int]:
     """Embed ``todo``: (features, kept paths, their metadata, unreadable count)."""
     from reidkit.inference.sources import report_bad
 
     if not todo:
         return None, [], [], 0
-    feats, kept, bad = emb.embed_paths([t[0] for t in todo], args.batch_size, flip, args.workers,
+    feats, kept, bad = emb.embed_paths([t["path"] for t in todo], args.batch_size, flip, args.workers,
                                        not args.no_progress)
     report_bad(bad)
-    labels = {t[0]: t for t in todo}
-    return feats, kept, [{"path": p, "pid": labels[p][1], "camid": labels[p][2]} for p in kept], len(bad)
+    labels = {t["path"]: t for t in todo}
+    return feats, kept, [labels[p] for p in kept], len(bad)
 
 
 def run(args: argparse.Namespace) -> int:

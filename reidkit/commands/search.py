@@ -6,7 +6,8 @@ Examples:
     reidkit search my_index --query person.jpg --rerank
 
 Output (stdout or ``--out``): JSON ``{"index", "metric", "k", "reranked", "results": [{"query",
-"matches": [{"rank", "path", "distance", "pid", "camid"}]}]}`` or CSV ``query,rank,path,distance,pid,camid``.
+"matches": [{"rank", "path", "distance", "pid", "camid"[, "identity"]}]}]}`` (``identity``: the entry's name when
+the index was built from a CSV naming its identities) or CSV ``query,rank,path,distance,pid,camid``.
 ``--picture`` draws each query's rank list (green frame: same pid as the query, red: another pid, grey:
 unknown — pids come from Market-style names or the ``<pid>/<camid>_x.jpg`` layout). An index is untrusted
 input: the gallery images drawn are read only inside the index folder or a ``--gallery-root DIR`` you name;
@@ -101,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             md = h.metadata or {}
             where = md.get("path", h.id)
             matches.append({"rank": rank, "path": entry_path(args.index, where) if isinstance(where, str) else where,
-                            "distance": h.distance, "pid": _label(md.get("pid")), "camid": _label(md.get("camid"))})
+                            "distance": h.distance, "pid": _label(md.get("pid")), "camid": _label(md.get("camid"))}
+                           | ({"identity": md["identity"]} if isinstance(md.get("identity"), str) else {}))
         results.append({"query": os.path.abspath(path), "matches": matches})
     header = {"index": os.path.abspath(args.index), "metric": gallery.metric, "k": args.k,
               "reranked": bool(args.rerank), "skipped": bad}

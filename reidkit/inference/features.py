@@ -38,13 +38,15 @@ FOLDER_KEYS = ("feats", "pids", "camids")
 
 @dataclass
 class FolderFeatures:
-    """Features of a folder (or CSV list) of images: one row per path; pid/camid -1 when unknown."""
+    """Features of a folder (or CSV list) of images: one row per path; pid/camid -1 when unknown;
+    ``identity_names[pid]`` the name of identity ``pid`` when the list named its identities."""
 
     feats: torch.Tensor
     paths: list[str]
     pids: torch.Tensor
     camids: torch.Tensor
     model_meta: dict[str, Any] | None = None
+    identity_names: list[str] | None = None
 
 
 @dataclass
@@ -139,8 +141,10 @@ def _ids(values: Any, n: int) -> torch.Tensor:
 
 def save_folder_features(path: str | os.PathLike[str], feats: torch.Tensor, paths: list[str],
                          pids: Any = None, camids: Any = None,
-                         model_meta: dict[str, Any] | None = None) -> None:
-    """Write the features of a folder of images (``feats``, ``pids``, ``camids``; paths in metadata).
+                         model_meta: dict[str, Any] | None = None,
+                         identity_names: list[str] | None = None) -> None:
+    """Write the features of a folder of images (``feats``, ``pids``, ``camids``; the paths, and the
+    identity names when pids stand for names, in the metadata).
 
     Examples:
         >>> save_folder_features("feats.safetensors", torch.randn(2, 8), ["a.jpg", "b.jpg"])  # doctest: +SKIP
@@ -149,7 +153,7 @@ def save_folder_features(path: str | os.PathLike[str], feats: torch.Tensor, path
     if len(paths) != n:
         raise ValueError(f"{len(paths)} paths for {n} feature rows")
     save_tensors(path, {"feats": feats.float(), "pids": _ids(pids, n), "camids": _ids(camids, n)},
-                 {"paths": list(map(str, paths)), "reidkit": model_meta})
+                 {"paths": list(map(str, paths)), "reidkit": model_meta, "identity_names": identity_names})
 
 
 def read_folder_features(path: str | os.PathLike[str]) -> FolderFeatures:
@@ -167,9 +171,13 @@ def read_folder_features(path: str | os.PathLike[str]) -> FolderFeatures:
     feats = _feature_matrix(tensors["feats"], path, "feats", min_rows=0)
     n = feats.shape[0]
     paths = _path_list(meta, "paths", n, path)
-    return FolderFeatures(feats, paths if paths is not None else [f"#{i}" for i in range(n)],
-                          _labels(tensors.get("pids"), n, path, "pids"),
-                          _labels(tensors.get("camids"), n, path, "camids"), _model_meta(meta, path))
+    pids = _labels(tensors.get("pids"), n, path, "pids")
+    names = meta.get("identity_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(x, str) for x in names)
+                              or (n and int(pids.max()) >= len(names))):
+        raise CheckpointError(f"{path}: damaged metadata: 'identity_names' must be a list of strings, one per pid")
+    return FolderFeatures(feats, paths if paths is not None else [f"#{i}" for i in range(n)], pids,
+                          _labels(tensors.get("camids"), n, path, "camids"), _model_meta(meta, path), names)
 
 
 def _feature_matrix(t: torch.Tensor, path: Any, key: str, min_rows: int = 1) -> torch.Tensor:

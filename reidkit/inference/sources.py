@@ -3,16 +3,16 @@ columns), or a benchmark's query/gallery; and the labels a file name carries."""
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reidkit.data.datasets.custom import number_identities, read_csv_rows
 from reidkit.errors import DatasetError
 from reidkit.utils.images import walk_files
-from reidkit.utils.paths import OUTSIDE, listed_path
+from reidkit.utils.paths import OUTSIDE
 
 MARKET_RE = re.compile(r"^(-?\d+)_c(\d+)")
 CAM_RE = re.compile(r"^[cC]?(\d+)_")
@@ -20,13 +20,14 @@ CAM_RE = re.compile(r"^[cC]?(\d+)_")
 
 @dataclass
 class ImageList:
-    """Image paths with their identity and camera labels (-1 when unknown), and the list entries left out
-    (``(as written, why)``)."""
+    """Image paths with their identity and camera labels (-1 when unknown), the list entries left out
+    (``(as written, why)``) and, when the identities were names, the names by pid."""
 
     paths: list[str]
     pids: list[int]
     camids: list[int]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    identity_names: list[str] | None = None  # pid i was named identity_names[i] (a CSV with named identities)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -73,39 +74,28 @@ def folder_images(directory: str) -> ImageList:
 
 
 def csv_images(csv_path: str) -> ImageList:
-    """Paths, pids and camids from a CSV with a ``path`` column (optional ``pid``, ``camid``). Missing labels
-    are -1. Paths are read as the ``csv`` dataset reads them (``reidkit.utils.paths.listed_path``): absolute
-    as written, relative from the CSV's folder; a relative path that leads outside that folder is left out
-    and listed in ``skipped``."""
+    """Paths, pids and camids from a CSV with a ``path`` column (optional ``pid``, ``camid``), read by the
+    ``csv`` dataset's reader (``reidkit.data.datasets.custom.read_csv_rows``: the same header, path and
+    camid rules and messages). Missing labels are -1. ``pid`` is an integer or a name: when any is a name,
+    every identity is a name, numbered in sorted order, and ``identity_names`` lists them (as the ``csv``
+    dataset does). A relative path that leads outside the CSV's folder is left out and listed in
+    ``skipped``."""
     p = Path(csv_path)
     if not p.is_file():
-        raise DatasetError(f"{p}: CSV file not found")
-    try:
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-            if "path" not in fields:
-                raise DatasetError(f"{p}: no 'path' column in the header; expected path[,pid,camid]")
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{p}: not a readable CSV file ({type(exc).__name__})") from exc
+        raise DatasetError(f"{p}: CSV file not found; expected a CSV list with a 'path' column "
+                           "(optional pid, camid)")
+    rows = read_csv_rows(p, ["path"], "path[,pid,camid]")
     out = ImageList([], [], [])
     folder = os.path.abspath(p.parent)
-    for line, row in enumerate(rows, start=2):
-        if not row.get("path"):
-            continue
-        try:
-            pid = int(row["pid"]) if row.get("pid") not in (None, "") else -1
-            camid = int(row["camid"]) if row.get("camid") not in (None, "") else -1
-        except ValueError as exc:
-            raise DatasetError(f"{p}:{line}: pid and camid must be integers") from exc
-        path = listed_path(row["path"], folder)
-        if path is None:
-            out.skipped.append((row["path"], f"{OUTSIDE} {folder} (line {line})"))
-            continue
-        out.paths.append(path)
-        out.pids.append(pid)
-        out.camids.append(camid)
+    kept = [row for row in rows if row.path is not None]
+    labelled, names = number_identities({"list": [(str(i), row.pid, 0) for i, row in enumerate(kept) if row.pid]})
+    pid_of = {int(i): pid for i, pid, _ in labelled["list"]}
+    for i, row in enumerate(kept):
+        out.paths.append(str(row.path))
+        out.pids.append(pid_of.get(i, -1))
+        out.camids.append(-1 if row.camid is None else row.camid)
+    out.identity_names = names
+    out.skipped = [(row.raw_path, f"{OUTSIDE} {folder} (line {row.line})") for row in rows if row.path is None]
     if not out.paths:
         raise DatasetError(f"{p}: the CSV lists no images" + (f" inside {folder} (every path leads outside it)"
                                                                if out.skipped else ""))

@@ -69,6 +69,41 @@ def test_extract_csv_and_flip(stadb_file: Path, gallery_dir: Path, tmp_path: Pat
     assert not torch.allclose(fa.feats, fb.feats)
 
 
+def test_extract_and_index_csv_with_named_identities(stadb_file: Path, gallery_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`extract --csv` and `index --csv` read lists with the `csv` dataset's reader: names as pids (numbered
+    in sorted order, the names recorded), empty labels unknown, the same one-line messages."""
+    files = sorted(gallery_dir.glob("*.jpg"))[:4]
+    lst = tmp_path / "list.csv"
+    lst.write_text("Path,pid,camid\n" + f"{files[0]},zoe,1\n{files[1]},alice,\n{files[2]},,0\n{files[3]},zoe,2\n")
+    out = tmp_path / "f.safetensors"
+    assert main(["extract", "--checkpoint", str(stadb_file), "--csv", str(lst), "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 0
+    ff = read_folder_features(out)
+    assert ff.identity_names == ["alice", "zoe"]
+    assert ff.pids.tolist() == [1, 0, -1, 1] and ff.camids.tolist() == [1, -1, 0, 2]
+    idx = tmp_path / "idx"
+    assert main(["index", "build", "--checkpoint", str(stadb_file), "--csv", str(lst), "--out", str(idx),
+                 "--no-progress", "--device", "cpu"]) == 0
+    entries = json.loads((idx / "manifest.json").read_text())["metadata"]
+    assert [(e.get("identity"), e["pid"]) for e in entries] == [("zoe", -1), ("alice", -1), (None, -1), ("zoe", -1)]
+    capsys.readouterr()
+    assert main(["search", str(idx), "--query", str(files[0]), "--k", "4", "--no-progress"]) == 0
+    matches = json.loads(capsys.readouterr().out)["results"][0]["matches"]
+    assert sorted(m.get("identity", "") for m in matches) == ["", "alice", "zoe", "zoe"]
+    # the dataset reader's messages, for the list too
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"path,camid\n{files[0]},one\n")
+    assert main(["extract", "--checkpoint", str(stadb_file), "--csv", str(bad), "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 2
+    assert _err(capsys).endswith("bad.csv:2: camid must be an integer, got 'one'")
+    bad.write_text("file,pid\nx.jpg,1\n")
+    assert main(["extract", "--checkpoint", str(stadb_file), "--csv", str(bad), "--out", str(out),
+                 "--no-progress", "--device", "cpu"]) == 2
+    assert "bad.csv lacks the columns path (found file,pid; expected path[,pid,camid])" in _err(capsys)
+    assert read_folder_features(out).identity_names == ["alice", "zoe"]  # the earlier output is kept
+
+
 def test_extract_errors_are_one_line_and_keep_old_output(stadb_file: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "feats.safetensors"

@@ -43,7 +43,8 @@ import csv
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from reidkit.data.datasets._common import RawRecord, VerifyMode, assemble, normalize_verify
@@ -86,7 +87,7 @@ def check_default_camid(value: object, dataset: str) -> dict[str, int]:
     return dict.fromkeys(SPLITS, camid(value, "default_camid"))
 
 
-def _number_identities(splits: dict[str, list[_NamedRecord]]) -> tuple[dict[str, list[RawRecord]], list[str] | None]:
+def number_identities(splits: dict[str, list[_NamedRecord]]) -> tuple[dict[str, list[RawRecord]], list[str] | None]:
     """Integer identities keep their numbers; when any is not an integer, every identity is a name, numbered
     in sorted order (the names are returned, else None)."""
     names = sorted({n for recs in splits.values() for _, n, _ in recs})
@@ -157,7 +158,7 @@ def load_folder(root: str | os.PathLike[str], verify_images: VerifyMode = True,
         named[split] = recs
         if not recs:
             why_empty[split] = _folder_why_empty(split, folders, loose, no_camera)
-    splits, names = _number_identities(named)
+    splits, names = number_identities(named)
     splits, cams = _renumber_cameras(splits)
     sources = {s: str(base / s) for s in SPLITS}
     return assemble("folder", base, splits, verify=verify_images, sources=sources, skipped=skipped,
@@ -190,6 +191,65 @@ def _find_csv(root: Path) -> Path:
     raise DatasetError(f"csv: {root} does not exist (expected a CSV file with columns {','.join(CSV_COLUMNS)})")
 
 
+@dataclass
+class CsvRow:
+    """One row of an image-list CSV: its line, the path as written and where it leads (``None``: outside
+    the CSV's folder), the identity as written (``""`` when absent), the camera (``None`` when absent) and
+    the split, lower-cased (``""`` when absent)."""
+
+    line: int
+    raw_path: str
+    path: str | None
+    pid: str
+    camid: int | None
+    split: str
+
+
+def read_csv_rows(csv_path: Path, required: Sequence[str], expected: str, source: str = "") -> list[CsvRow]:
+    """The non-blank rows of an image-list CSV with a header holding ``required`` (column names stripped;
+    ``expected`` names the whole layout in the error). Every message names ``source`` + the file and line:
+    a missing column, an empty path, a camid that is not an integer, bytes that are not UTF-8, a broken
+    CSV. Paths follow ``reidkit.utils.paths.listed_path``: absolute as written, relative from the CSV's
+    folder; one that leads outside that folder has ``path=None``."""
+    folder = os.path.abspath(csv_path.parent)
+    where = f"{source}{csv_path}"
+    out: list[CsvRow] = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip().lower() for h in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                hint = "; or pass default_camid when the cameras are unknown" if missing == ["camid"] else ""
+                raise DatasetError(f"{where} lacks the columns {', '.join(missing)} (found "
+                                   f"{','.join(header) or 'no header'}; expected {expected}{hint})")
+            reader.fieldnames = header
+            for row in reader:
+                line = reader.line_num
+                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                    continue
+                raw_path = (row.get("path") or "").strip()
+                cam_text = (row.get("camid") or "").strip()
+                camid = None
+                if cam_text:
+                    try:
+                        camid = int(cam_text)
+                    except ValueError:
+                        raise DatasetError(f"{where}:{line}: camid must be an integer, got "
+                                           f"{row.get('camid')!r}") from None
+                if not raw_path:
+                    raise DatasetError(f"{where}:{line}: empty path")
+                out.append(CsvRow(line, raw_path, listed_path(raw_path, folder), (row.get("pid") or "").strip(),
+                                  camid, (row.get("split") or "").strip().lower()))
+    except OSError as exc:
+        raise DatasetError(f"{where}: cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{where} is not UTF-8 text ({exc.reason})") from exc
+    except csv.Error as exc:
+        raise DatasetError(f"{where} is not a valid CSV ({exc})") from exc
+    return out
+
+
 def load_csv(root: str | os.PathLike[str], verify_images: VerifyMode = True,
              default_camid: DefaultCamid = None) -> ReidDataset:
     """Read a dataset from a CSV with columns ``path,pid,camid,split`` (see the module docstring for identity
@@ -202,59 +262,31 @@ def load_csv(root: str | os.PathLike[str], verify_images: VerifyMode = True,
     skipped: list[tuple[str, str]] = []
     rows: Counter[str] = Counter()
     required = [c for c in CSV_COLUMNS if not (c == "camid" and defaults)]
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in required if c not in header]
-            if missing:
-                hint = "; or pass default_camid when the cameras are unknown" if missing == ["camid"] else ""
-                raise DatasetError(f"csv: {csv_path} lacks the columns {', '.join(missing)} (found "
-                                   f"{','.join(header) or 'no header'}; expected {','.join(CSV_COLUMNS)}{hint})")
-            reader.fieldnames = header
-            for row in reader:
-                line = reader.line_num
-                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                    continue
-                raw_path = (row.get("path") or "").strip()
-                split = (row.get("split") or "").strip().lower()
-                pid = (row.get("pid") or "").strip()
-                cam_text = (row.get("camid") or "").strip()
-                if split not in SPLITS:
-                    raise DatasetError(f"csv: {csv_path}:{line}: split {row.get('split')!r} is not one of "
-                                       f"{', '.join(SPLITS)}")
-                rows[split] += 1
-                if not pid:
-                    raise DatasetError(f"csv: {csv_path}:{line}: empty pid (expected an integer or a name)")
-                if cam_text:
-                    try:
-                        cam = int(cam_text)
-                    except ValueError:
-                        raise DatasetError(f"csv: {csv_path}:{line}: camid must be an integer, got "
-                                           f"{row.get('camid')!r}") from None
-                elif split in defaults:
-                    cam = defaults[split]
-                else:
-                    raise DatasetError(f"csv: {csv_path}:{line}: empty camid; give one, or pass default_camid "
-                                       f"when the cameras are unknown ({DEFAULT_CAMID_HOW})")
-                if not raw_path:
-                    raise DatasetError(f"csv: {csv_path}:{line}: empty path")
-                path = listed_path(raw_path, folder)
-                if path is None:
-                    skipped.append((raw_path, f"{OUTSIDE} {folder} (line {line})"))
-                    continue
-                named[split].append((path, pid, cam))
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"csv: {csv_path} is not UTF-8 text ({exc.reason})") from exc
-    except csv.Error as exc:
-        raise DatasetError(f"csv: {csv_path} is not a valid CSV ({exc})") from exc
+    for row in read_csv_rows(csv_path, required, ",".join(CSV_COLUMNS), source="csv: "):
+        where = f"csv: {csv_path}:{row.line}"
+        if row.split not in SPLITS:
+            raise DatasetError(f"{where}: split {row.split!r} is not one of {', '.join(SPLITS)}")
+        rows[row.split] += 1
+        if not row.pid:
+            raise DatasetError(f"{where}: empty pid (expected an integer or a name)")
+        if row.camid is not None:
+            cam = row.camid
+        elif row.split in defaults:
+            cam = defaults[row.split]
+        else:
+            raise DatasetError(f"{where}: empty camid; give one, or pass default_camid when the cameras are "
+                               f"unknown ({DEFAULT_CAMID_HOW})")
+        if row.path is None:
+            skipped.append((row.raw_path, f"{OUTSIDE} {folder} (line {row.line})"))
+            continue
+        named[row.split].append((row.path, row.pid, cam))
     why_empty: dict[str, str] = {}
     for s in SPLITS:
         if not named[s]:
             seen = ", ".join(f"{n} {k}" for k, n in rows.items()) or "none"
             why_empty[s] = (f"{rows[s]} rows with split={s}, all leading outside {folder}" if rows[s] else
                             f"no row has split={s} (rows per split: {seen})")
-    splits, names = _number_identities(named)
+    splits, names = number_identities(named)
     splits, cams = _renumber_cameras(splits)
     sources = {s: f"{csv_path} (rows with split={s})" for s in SPLITS}
     return assemble("csv", csv_path, splits, verify=verify_images, sources=sources, skipped=skipped,
