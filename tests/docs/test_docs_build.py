@@ -139,33 +139,3 @@ def test_reproduce_measured_column_is_empty() -> None:
                     assert cells[i] == "", f"reproduce.md: measured cell filled in row: {row}"
 
 
-def _options_of(parser) -> set[str]:
-    """Every ``--long`` option of ``parser`` and of its sub-parsers (``index build``, ...)."""
-    import argparse
-
-    found: set[str] = set()
-    for action in parser._actions:
-        found.update(s for s in action.option_strings if s.startswith("--") and s != "--help")
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found |= _options_of(sub)
-    return found
-
-
-def test_cli_page_documents_every_option() -> None:
-    """Each subcommand's section in docs/cli.md names every one of its options."""
-    from reidkit.cli import COMMANDS, _command_parser
-
-    text = (DOCS / "cli.md").read_text(encoding="utf-8")
-    parts = re.split(r"^## `reidkit ([a-z_-]+)`", text, flags=re.M)
-    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
-    problems = []
-    for name in COMMANDS:
-        parser, _module = _command_parser(name)
-        options = _options_of(parser)
-        body = sections.get(name, "")
-        documented = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", body))
-        missing = sorted(options - documented)
-        if missing:
-            problems.append(f"reidkit {name}: not documented: {', '.join(missing)}")
-    assert not problems, "docs/cli.md is out of date:\n" + "\n".join(problems)
