@@ -5,6 +5,13 @@ Examples:
     reidkit eval --features market.safetensors --rerank --json
     reidkit eval --checkpoint runs/stadb/model.safetensors --dataset market1501 --root data/ --out runs/stadb/eval
     reidkit eval --checkpoint runs/mancs/checkpoint.pt --dataset market1501 --root data/ --multi-query mean
+    reidkit eval --checkpoint runs/md --dataset market1501 --root data/market1501 --dataset dukemtmcreid \
+        --root data/dukemtmc-reid --dataset msmt17 --root data/msmt17 --out runs/md/cross
+
+Several ``--dataset`` (each with its ``--root``, and the ``--option`` given after it) evaluate the model on each
+test set in turn and print one table, a row per test set (``reidkit.inference.dataset.evaluate_test_sets``, the
+path a training run's ``eval.datasets`` takes); ``--json`` prints its record and ``--out DIR`` writes
+``test_sets.json``, ``test_sets.md`` and ``cmc.png`` (a curve per test set).
 
 The features file holds ``query_feats`` (Q×D), ``query_pids``, ``query_camids``, ``gallery_feats``,
 ``gallery_pids``, ``gallery_camids`` (``reidkit extract --dataset`` writes it). From a checkpoint, the query
@@ -29,7 +36,7 @@ from reidkit.inference.dataset import MULTI_QUERY
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``reidkit eval`` options."""
-    add_dataset_source_arguments(parser)
+    add_dataset_source_arguments(parser, several=True)
     parser.add_argument("--multi-query", choices=MULTI_QUERY, default="none",
                         help="Market-1501 multi-query: pool gt_bbox features per (pid, camera) (default none)")
     parser.add_argument("--save-features", metavar="FILE", help="also write the extracted features file")
@@ -48,21 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--seed", type=int, default=0, help="single-shot random seed (default 0)")
     o = parser.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
-    o.add_argument("--out", metavar="DIR", help="write metrics.json and cmc.png into DIR")
-
-
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """A text table: one row per result (mAP, R1, R5, R10, mINP in percent)."""
-    lines = [f"{'':<10} {'mAP':>6} {'R1':>6} {'R5':>6} {'R10':>6} {'mINP':>6}  valid queries"]
-    for name, r in results.items():
-        cmc = r["cmc"]
-
-        def at(k: int, cmc: list[float] = cmc) -> float:
-            return 100.0 * cmc[min(k, len(cmc)) - 1]
-
-        lines.append(f"{name:<10} {100 * r['mAP']:6.2f} {at(1):6.2f} {at(5):6.2f} {at(10):6.2f} "
-                     f"{100 * r['mINP']:6.2f}  {r['num_valid_queries']}/{r['num_queries']}")
-    return "\n".join(lines)
+    o.add_argument("--out", metavar="DIR",
+                   help="write metrics.json and cmc.png into DIR (several --dataset: test_sets.json, test_sets.md "
+                        "and cmc.png)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise ReidkitError(f"--max-rank: expected a positive integer, got {args.max_rank}")
     from reidkit.utils.atomic import output_file, output_folder
 
+    if args.dataset and len(args.dataset) > 1:
+        return run_test_sets(args)
     if args.out:
         output_folder(args.out, "metrics.json and cmc.png", create=False)
     if args.save_features:
@@ -123,11 +120,55 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(payload))
     else:
-        print(format_table(results))
+        from reidkit.eval.summary import results_table
+
+        print(results_table({name: to_percent(r) for name, r in results.items()}))
         if args.single_shot:
             ss = payload["single_shot"]
             print(f"single-gallery-shot ({args.repeats} repeats): R1 {ss['rank1']:.2f}  "
                   f"R5 {ss['rank5']:.2f}  R10 {ss['rank10']:.2f}")
         if args.out:
             print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'cmc.png'}")
+    return 0
+
+
+def run_test_sets(args: argparse.Namespace) -> int:
+    """Several ``--dataset``: evaluate on each test set, print one table (row per test set) or its JSON record,
+    write ``test_sets.json``, ``test_sets.md`` and ``cmc.png`` with ``--out``; returns 0."""
+    from reidkit.commands.options import dataset_sources_from_args, embedder_from_args
+    from reidkit.data.multi import source_labels
+    from reidkit.eval.summary import save_test_set_results, table_of_test_sets
+    from reidkit.inference.dataset import evaluate_test_sets
+    from reidkit.utils.atomic import output_folder
+
+    if args.features:
+        raise ReidkitError("several --dataset need --checkpoint (or --onnx), not --features")
+    for flag, given in (("--multi-query", args.multi_query != "none"), ("--single-shot", args.single_shot),
+                        ("--save-features", bool(args.save_features))):
+        if given:
+            raise ReidkitError(f"{flag} takes one --dataset; with several, evaluate that test set on its own")
+    if args.checkpoint and args.onnx:
+        raise ReidkitError("give --checkpoint or --onnx, not both")
+    sources = dataset_sources_from_args(args)
+    if args.out:
+        output_folder(args.out, "test_sets.json, test_sets.md and cmc.png", create=False)
+    datasets = [s.load() for s in sources]  # every test set read before any is embedded
+    emb = embedder_from_args(args, sum(len(d.query) + len(d.gallery) for d in datasets))
+    record = evaluate_test_sets(emb, list(zip(source_labels(sources), datasets, strict=True)),
+                                batch_size=args.batch_size, flip=args.flip, workers=args.workers,
+                                progress=not args.no_progress, metric=args.metric, rerank=args.rerank, k1=args.k1,
+                                k2=args.k2, lambda_value=args.lambda_value, ap=args.ap, max_rank=args.max_rank)
+    if args.out:
+        from reidkit.viz.curves import plot_cmc
+
+        out = output_folder(args.out, "test_sets.json, test_sets.md and cmc.png")
+        json_path, md_path = save_test_set_results(out, record)
+        plot_cmc({r["name"]: [c / 100.0 for c in r["cmc"]] for r in record["test_sets"]}, out / "cmc.png",
+                 title="CMC")
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(table_of_test_sets(record))
+        if args.out:
+            print(f"wrote {json_path}, {md_path} and {out / 'cmc.png'}")
     return 0

@@ -91,22 +91,73 @@ def parse_reader_options(items: list[str]) -> dict[str, Any]:
     return opts
 
 
-def add_dataset_source_arguments(parser: argparse.ArgumentParser) -> None:
+class _OptionOfDataset(argparse.Action):
+    """``--option KEY=VALUE``, appended to ``args.option`` and remembered with the number of ``--dataset`` given
+    before it (``args.option_after``), so that with several datasets each option goes to the one it follows."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+        given = getattr(namespace, "dataset", None)
+        before = len(given) if isinstance(given, list) else int(given is not None)
+        namespace.option_after = [*(getattr(namespace, "option_after", None) or []), before]
+
+
+def add_dataset_source_arguments(parser: argparse.ArgumentParser, several: bool = False) -> None:
     """``--features FILE``, or ``--checkpoint/--onnx`` with ``--dataset NAME --root DIR`` (and ``--option``
-    reader options), plus the runtime options."""
+    reader options), plus the runtime options. ``several``: ``--dataset`` and ``--root`` may be repeated
+    (``dataset_sources_from_args`` pairs them)."""
     src = parser.add_argument_group("input (either --features, or --checkpoint/--onnx with --dataset and --root)")
     src.add_argument("--features", metavar="FILE", help="dataset features file from 'reidkit extract --dataset'")
     src.add_argument("--checkpoint", metavar="PATH", help="model file: checkpoint.pt, model.safetensors or a run folder")
     src.add_argument("--onnx", metavar="PATH", help="ONNX model (with --dataset and --root)")
-    src.add_argument("--dataset", metavar="NAME", help="dataset name (market1501, dukemtmcreid, msmt17, ...)")
-    src.add_argument("--root", metavar="DIR", help="folder holding the dataset")
-    src.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                     help="dataset reader option, e.g. protocol=classic or split_id=3 (repeatable)")
+    if several:
+        src.add_argument("--dataset", metavar="NAME", action="append",
+                         help="dataset name (market1501, dukemtmcreid, msmt17, ...); repeat it to evaluate on "
+                              "several test sets, one table")
+        src.add_argument("--root", metavar="DIR", action="append",
+                         help="folder holding the dataset; one per --dataset, in the same order (or one for all)")
+        src.add_argument("--option", action=_OptionOfDataset, default=[], metavar="KEY=VALUE",
+                         help="dataset reader option, e.g. protocol=classic or split_id=3 (repeatable; with "
+                              "several --dataset, for the --dataset it follows)")
+    else:
+        src.add_argument("--dataset", metavar="NAME", help="dataset name (market1501, dukemtmcreid, msmt17, ...)")
+        src.add_argument("--root", metavar="DIR", help="folder holding the dataset")
+        src.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="dataset reader option, e.g. protocol=classic or split_id=3 (repeatable)")
     add_runtime_arguments(parser)
 
 
+def dataset_sources_from_args(args: argparse.Namespace) -> list[Any]:
+    """The datasets ``--dataset``/``--root``/``--option`` name, as ``reidkit.data.multi.DatasetSource``: the
+    i-th ``--root`` goes with the i-th ``--dataset`` (one ``--root`` serves all), an ``--option`` with the
+    ``--dataset`` before it (with one ``--dataset``, wherever it stands). Empty without ``--dataset``."""
+    from reidkit.data.multi import DatasetSource
+
+    names = args.dataset if isinstance(args.dataset, list) else [args.dataset] if args.dataset else []
+    roots = args.root if isinstance(args.root, list) else [args.root] if args.root else []
+    if not names:
+        return []
+    if len(roots) > 1 and len(roots) != len(names):
+        raise ReidkitError(f"expected one --root per --dataset (or one for all), got {len(names)} --dataset and "
+                           f"{len(roots)} --root")
+    if not roots:
+        raise ReidkitError(f"--dataset {names[0]}: expected --root DIR, the folder holding it")
+    roots = roots * len(names) if len(roots) == 1 else roots
+    after = getattr(args, "option_after", None) or [len(names)] * len(args.option)
+    if len(names) == 1:
+        return [DatasetSource(names[0], roots[0], parse_reader_options(args.option))]
+    options: list[list[str]] = [[] for _ in names]
+    for item, before in zip(args.option, after, strict=True):
+        if before == 0:
+            raise ReidkitError(f"--option {item}: with several --dataset, give each --option after the --dataset "
+                               "it is for")
+        options[before - 1].append(item)
+    return [DatasetSource(n, r, parse_reader_options(o)) for n, r, o in zip(names, roots, options, strict=True)]
+
+
 def dataset_features_from_args(args: argparse.Namespace, multi_query: str = "none") -> Any:
-    """The ``reidkit.inference.DatasetFeatures`` named by ``add_dataset_source_arguments``."""
+    """The ``reidkit.inference.DatasetFeatures`` named by ``add_dataset_source_arguments`` (one dataset)."""
     from reidkit.inference import embed_dataset, read_dataset_features
 
     model = args.checkpoint or args.onnx
@@ -121,8 +172,7 @@ def dataset_features_from_args(args: argparse.Namespace, multi_query: str = "non
                            "--root DIR")
     if args.checkpoint and args.onnx:
         raise ReidkitError("give --checkpoint or --onnx, not both")
-    from reidkit.data.datasets import load as load_dataset
-
-    ds = load_dataset(args.dataset, args.root, **parse_reader_options(args.option))
+    (source,) = dataset_sources_from_args(args)
+    ds = source.load()
     emb = embedder_from_args(args, len(ds.query) + len(ds.gallery))
     return embed_dataset(emb, ds, args.batch_size, args.flip, args.workers, not args.no_progress, multi_query)

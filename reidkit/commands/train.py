@@ -4,6 +4,8 @@ Examples:
     reidkit train --preset stadb_market1501                     # `reidkit presets` lists them
     reidkit train --preset mancs_market1501 --set data.root=/data --set optim.lr=3e-4
     reidkit train --config my_run.yaml                          # a file; `_base_: stadb_market1501` inherits a preset
+    reidkit train --preset stadb_market1501 --set "data.dataset=[market1501, dukemtmcreid]" \
+        --set "data.root=[data/market1501, data/dukemtmc-reid]"   # several training datasets
     reidkit train --out runs/stadb_market1501 --resume          # continue from the run folder's config
     torchrun --nproc_per_node 4 -m reidkit train --preset stadb_market1501
 """
@@ -86,4 +88,8 @@ def run(args: argparse.Namespace) -> int:
         best = result.best or {}
         print(f"done: {result.run_dir}  mAP {f.get('mAP', float('nan')):.2f}  rank-1 {f.get('rank1', float('nan')):.2f}"
               + (f"  (best mAP {best['mAP']:.2f} at epoch {best['epoch']})" if best else ""))
+    if result.test_sets and args.quiet:  # the test-set table is a result too (without --quiet the run printed it)
+        from reidkit.eval.summary import table_of_test_sets
+
+        print(table_of_test_sets(result.test_sets))
     return 0

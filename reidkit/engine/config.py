@@ -26,6 +26,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from reidkit.data.augment import AugmentConfig
+from reidkit.data.multi import DatasetSource
 from reidkit.engine.presets import find_preset
 from reidkit.errors import ConfigError
 from reidkit.utils.atomic import atomic_write_text
@@ -70,19 +71,31 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they reach the model.
 
+    ``dataset`` names one reader (``root`` its folder, ``options`` its keyword options) or a list of them:
+    then the training set is the union of their train splits, identities and cameras kept apart
+    (``reidkit.data.multi.combine``), ``root`` is one folder per dataset (or one folder holding them all) and
+    ``options`` one mapping per dataset (or one for all).
     ``size`` is the training and test input (H, W); ``None`` takes the model's ``input_size``.
     ``pipeline`` ``"cached"`` decodes the training images once to uint8 at ``size`` and
     assembles batches by index (augmentation runs batched on the model's device);
     ``"per_image"`` runs the per-image PIL pipeline in DataLoader workers.
     """
 
-    dataset: str = "market1501"
-    root: str = "data/market1501"
-    options: dict[str, Any] = field(default_factory=dict)
+    dataset: str | list[str] = "market1501"
+    root: str | list[str] = "data/market1501"
+    options: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)
     size: list[int] | None = None
     pipeline: Literal["cached", "per_image"] = "cached"
     workers: int = 4
     eval_batch_size: int = 128
+
+    def sources(self) -> list[DatasetSource]:
+        """The training datasets, one ``DatasetSource`` each (a single name: one), ``root`` and ``options``
+        given once spread over all of them."""
+        names = [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+        roots = self.root if isinstance(self.root, list) else [self.root] * len(names)
+        options = self.options if isinstance(self.options, list) else [self.options] * len(names)
+        return [DatasetSource(n, r, dict(o)) for n, r, o in zip(names, roots, options, strict=True)]
 
 
 @dataclass
@@ -166,12 +179,20 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation during training: distance, flip averaging, re-ranking, how many ranks to report."""
+    """Evaluation during training: distance, flip averaging, re-ranking, how many ranks to report.
+
+    ``datasets``: the test sets the final weights are evaluated on after the last epoch, each
+    ``{dataset: NAME, root: DIR, options: {...}}`` (``options`` may be left out), printed as one table and saved
+    as ``test_sets.json`` and ``test_sets.md``; empty (the default) with several training datasets means each
+    training dataset's own test split, with one it means none (as before). The evaluation every
+    ``train.eval_every`` epochs and ``best.pt`` keep using the (first) training dataset's query and gallery.
+    """
 
     metric: Literal["euclidean", "cosine"] = "euclidean"
     flip: bool = False
     rerank: bool = False
     max_rank: int = 50
+    datasets: list[DatasetSource] = field(default_factory=list)
 
 
 @dataclass
@@ -379,7 +400,7 @@ def _type_name(tp: Any) -> str:
     if origin in (list, tuple):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
         inner = _type_name(args[0]) if args else "value"
-        return f"a list of {inner}"
+        return f"a list of {inner[2:] + 's' if inner.startswith('a ') else inner}"
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
@@ -545,6 +566,50 @@ def _check(cfg: RunConfig, where: Any) -> None:
 
     if cfg.model.name not in names():
         raise bad("model.name", f"one of {', '.join(names())}", cfg.model.name)
+    _check_datasets(cfg, where)
+
+
+def _check_datasets(cfg: RunConfig, where: Any) -> None:
+    """``data.dataset``/``root``/``options`` agree (one dataset, or lists of one length) and name known readers, no
+    dataset twice; every ``eval.datasets`` entry names a known reader and a folder, none twice."""
+    from reidkit.data.datasets import names as dataset_names
+    from reidkit.errors import DatasetError
+
+    def bad(key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{where(key)}: '{key}' must be {expected}, got {_short(value)}")
+
+    data = cfg.data
+    known = ", ".join(dataset_names())
+    if isinstance(data.dataset, str):
+        if isinstance(data.root, list):
+            raise bad("data.root", "one folder when data.dataset names one dataset", data.root)
+        if isinstance(data.options, list):
+            raise bad("data.options", "one mapping when data.dataset names one dataset", data.options)
+    else:
+        n = len(data.dataset)
+        if n == 0:
+            raise bad("data.dataset", "a dataset name or a non-empty list of names", data.dataset)
+        if isinstance(data.root, list) and len(data.root) != n:
+            raise bad("data.root", f"one folder, or a list of {n} (one per data.dataset entry)", data.root)
+        if isinstance(data.options, list) and len(data.options) != n:
+            raise bad("data.options", f"one mapping, or a list of {n} (one per data.dataset entry)", data.options)
+    for key, sources in (("data.dataset", data.sources()), ("eval.datasets", cfg.eval.datasets)):
+        seen: dict[tuple[str, str, str], int] = {}
+        several = key == "eval.datasets" or isinstance(data.dataset, list)
+        for i, source in enumerate(sources):
+            if key == "eval.datasets" and not (source.dataset and source.root):
+                raise ConfigError(f"{where(key)}: '{key}' (entry {i + 1}) must name a dataset and its folder, "
+                                  f"{{dataset: NAME, root: DIR, options: {{...}}}}, got {_short(_plain(source))}")
+            try:
+                found = source.key()
+            except DatasetError:
+                entry = f" (entry {i + 1})" if several else ""
+                raise ConfigError(f"{where(key)}: '{key}'{entry}: unknown dataset {source.dataset!r}; expected one "
+                                  f"of {known}") from None
+            if found in seen:
+                raise ConfigError(f"{where(key)}: '{key}' names {found[0]} in {source.root} twice (entries "
+                                  f"{seen[found] + 1} and {i + 1}); expected each dataset once")
+            seen[found] = i
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>",
@@ -597,10 +662,19 @@ def resolve_effective(cfg: RunConfig) -> RunConfig:
 
     - ``data.size`` and ``augment.size``: the input size training uses (``data.size``, else the model's);
     - ``schedule``: the numbers its kind implies (``stadb``: the paper's warm-up and milestones);
-    - ``model.options``: every option of the model, the unset ones at their defaults.
+    - ``model.options``: every option of the model, the unset ones at their defaults;
+    - several training datasets: ``data.root`` and ``data.options`` as one entry per dataset, and an empty
+      ``eval.datasets`` as the training datasets (the test sets such a run evaluates on).
     """
     from reidkit.engine.schedules import resolve_schedule
     from reidkit.models.registry import model_class, option_defaults
+
+    if isinstance(cfg.data.dataset, list):
+        sources = cfg.data.sources()
+        cfg.data.root = [s.root for s in sources]
+        cfg.data.options = [s.options for s in sources]
+        if not cfg.eval.datasets:
+            cfg.eval.datasets = [DatasetSource(s.dataset, s.root, dict(s.options)) for s in sources]
 
     size = list(cfg.data.size) if cfg.data.size is not None else list(model_class(cfg.model.name).input_size)
     cfg.data.size = [int(size[0]), int(size[1])]

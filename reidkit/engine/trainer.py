@@ -7,6 +7,12 @@ optional gradient clipping → optimiser step. The learning rate is set per epoc
 ``reidkit.engine.schedules``. Every ``train.eval_every`` epochs (and after the last) the
 model is evaluated on query/gallery, the best checkpoint (by mAP) is kept as ``best.pt``.
 
+Several training datasets (``data.dataset`` a list) are read one by one and joined
+(``reidkit.data.multi.combine``: identities and cameras offset per dataset, recorded in ``datasets.json``);
+the evaluations during the run use the first one's query/gallery. After the last epoch the final weights
+are evaluated on every test set of ``eval.datasets`` (``reidkit.inference.dataset.evaluate_test_sets``):
+one table, printed and saved as ``test_sets.json`` and ``test_sets.md``.
+
 The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json``, ``checkpoint.pt``
 (+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
 ``best.safetensors``, ``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG
@@ -64,7 +70,9 @@ class NonFiniteLossError(ReidkitError):
 
 @dataclass
 class TrainResult:
-    """What ``train`` returns: the run folder, the final and best metrics, and the trained model."""
+    """What ``train`` returns: the run folder, the final and best metrics, and the trained model; with
+    ``eval.datasets``, ``test_sets`` is the final weights' results on each test set (what ``test_sets.json``
+    holds: ``reidkit.eval.summary.record_of_test_sets``)."""
 
     run_dir: Path
     final: dict[str, Any]
@@ -72,6 +80,7 @@ class TrainResult:
     epochs_run: int
     model: nn.Module | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    test_sets: dict[str, Any] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -104,6 +113,7 @@ class Trainer:
         self.dist = dist_info or init_distributed(cfg.train.device)
         self.device = self.dist.device
         self._dataset = dataset
+        self._loaded: dict[tuple[str, str, str], Any] = {}
         self._test_cache: tuple[Tensor, Tensor] | None = None
         self._loader: Any = None
         self.last_features: tuple[Tensor, Tensor] | None = None
@@ -116,9 +126,20 @@ class Trainer:
     def _load_dataset(self) -> Any:
         if self._dataset is not None:
             return self._dataset
-        from reidkit.data.datasets import load
+        parts = [self._load_source(s) for s in self.cfg.data.sources()]
+        if isinstance(self.cfg.data.dataset, str):
+            return parts[0]
+        from reidkit.data.multi import combine
 
-        return load(self.cfg.data.dataset, self.cfg.data.root, **self.cfg.data.options)
+        return combine(parts)
+
+    def _load_source(self, source: Any) -> Any:
+        """The dataset ``source`` (a ``reidkit.data.multi.DatasetSource``) names, read once per run: a training
+        dataset is not read again as a test set."""
+        key = source.key()
+        if key not in self._loaded:
+            self._loaded[key] = source.load()
+        return self._loaded[key]
 
     def setup(self) -> None:
         """Load data, build the model, optimiser, sampler and augmentation; restore a checkpoint if resuming;
@@ -133,7 +154,8 @@ class Trainer:
     def header_lines(self) -> list[str]:
         """What the run is, printed when it starts: the first line a summary of the whole (run folder, model
         and parameters, data, device, length), then the dataset statistics (ids, images and cameras per
-        split), the model, the device and threads, and epochs × batches per epoch."""
+        split; with several training datasets first each one's ids, cameras and their offsets), the test sets
+        of ``eval.datasets``, the model, the device and threads, and epochs × batches per epoch."""
         cfg, ds = self.cfg, self.dataset
         params = sum(p.numel() for p in self.core.parameters())
         stats = ds.stats()
@@ -150,11 +172,26 @@ class Trainer:
                  f"{'es' if batches != 1 else ''}"
         summary = (f"train {cfg.model.name} ({params / 1e6:.2f}M parameters) on {ds.name} ({train['ids']} ids, "
                    f"{train['images']} images), {self.device.type}{procs}, {epochs} -> {self.run_dir} ({state})")
-        lines = [summary, f"  run folder  {self.run_dir} ({state})",
-                 f"  dataset     {ds.name} ({cfg.data.root})",
-                 "              split     ids  images  cameras"]
+        lines = [summary, f"  run folder  {self.run_dir} ({state})"]
+        mapping = ds.extras.get("datasets")
+        if mapping:  # several training datasets: how their ids and cameras were offset
+            lines += [f"  datasets    {len(mapping)} train splits as one, ids and cameras offset (datasets.json)",
+                      "              name           ids  id offset  cameras  camera offset  images  root"]
+            lines += [f"              {m['name']:<12} {m['ids']:5d} {m['pid_offset']:10d} {m['cameras']:8d} "
+                      f"{m['camid_offset']:14d} {m['images']:7d}  {m['root']}" for m in mapping]
+            lines.append(f"  dataset     {ds.name}: the train splits together, {mapping[0]['name']}'s query and "
+                         "gallery")
+        else:
+            lines.append(f"  dataset     {ds.name} ({cfg.data.root})")
+        lines.append("              split     ids  images  cameras")
         lines += [f"              {split:<7} {s['ids']:5d} {s['images']:7d} {s['cameras']:8d}"
                   for split, s in stats.items()]
+        if cfg.eval.datasets:
+            from reidkit.data.multi import source_labels
+
+            during = mapping[0]["name"] if mapping else ds.name
+            lines.append(f"  test sets   after the last epoch: {', '.join(source_labels(cfg.eval.datasets))} "
+                         f"(test_sets.md); during the run and for best.pt: {during}")
         opts = cfg.model.options
         trunk = f", {opts['backbone']} trunk" if isinstance(opts.get("backbone"), str) else ""
         lines.append(f"  model       {cfg.model.name}{trunk}: {params:,} parameters, {self.num_classes} classes, "
@@ -181,7 +218,7 @@ class Trainer:
         ds = self._load_dataset()
         self.dataset = ds
         if not ds.train:
-            raise DatasetError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no training images")
+            raise DatasetError(f"{ds.root}: dataset {ds.name!r} has no training images")
         from reidkit.models import build
 
         pids_sorted = sorted({r.pid for r in ds.train})
@@ -215,6 +252,8 @@ class Trainer:
 
         # training images: decoded once to uint8 at the training size
         self.train_records = list(ds.train)
+        for source in cfg.eval.datasets:  # read now: a wrong test set stops the run before it trains
+            self._load_source(source)
         self._setup_data()
 
         from reidkit.data.sampler import PKSampler
@@ -272,6 +311,11 @@ class Trainer:
             env.update({"model": cfg.model.name, "num_classes": self.num_classes, "input_size": list(self.size),
                         "train_images": len(self.train_records), "resumed_from": str(self.resumed_from or "")})
             self.log.write_json("env.json", env)
+            mapping = ds.extras.get("datasets")
+            if mapping:  # several training datasets: where each one's classes and cameras went
+                self.log.write_json("datasets.json", {
+                    "datasets": mapping, "ids": sum(m["ids"] for m in mapping),
+                    "cameras": sum(m["cameras"] for m in mapping), "images": sum(m["images"] for m in mapping)})
             names = ds.identity_names("train") if hasattr(ds, "identity_names") else {}
             if names:  # named identities (alice/): the name of each class, and of each query/gallery pid
                 self.log.write_json("identities.json", {
@@ -602,6 +646,7 @@ class Trainer:
                       f"  eta {_fmt_seconds(eta)}")
             if stop:
                 break
+        test_sets: dict[str, Any] | None = None
         if self.dist.is_main:
             from reidkit.models.io import save_weights
 
@@ -613,8 +658,31 @@ class Trainer:
             self.log.write_json("final_metrics.json", {"final": final, "best": self.best or {},
                                                        "units": "percent", "settings": self.eval_settings(),
                                                        "epochs": epochs, "seconds": time.perf_counter() - run_start})
+            test_sets = self.evaluate_test_sets(self.start_epoch + epochs_run)
         barrier(self.dist)
-        return TrainResult(self.run_dir, final, self.best, epochs_run, self.core, list(self.log.history))
+        return TrainResult(self.run_dir, final, self.best, epochs_run, self.core, list(self.log.history), test_sets)
+
+    def evaluate_test_sets(self, epoch: int) -> dict[str, Any] | None:
+        """Evaluate the current weights on every test set of ``eval.datasets`` (none: return None): print the
+        table and write ``test_sets.json`` and ``test_sets.md`` into the run folder; returns their record."""
+        sources = self.cfg.eval.datasets
+        if not sources:
+            return None
+        from reidkit.data.multi import source_labels
+        from reidkit.eval.summary import save_test_set_results, table_of_test_sets
+        from reidkit.inference import Embedder
+        from reidkit.inference.dataset import evaluate_test_sets
+
+        sets = list(zip(source_labels(sources), [self._load_source(s) for s in sources], strict=True))
+        e = self.cfg.eval
+        emb = Embedder(self.core, self.device, autocast_dtype=self.amp_dtype)
+        record = evaluate_test_sets(emb, sets, batch_size=self.cfg.data.eval_batch_size, flip=e.flip,
+                                    workers=self.cfg.data.workers, progress=self.cfg.train.progress and not self.quiet,
+                                    metric=e.metric, rerank=e.rerank, max_rank=e.max_rank)
+        record = {**record, "weights": "model.safetensors", "epoch": epoch}
+        save_test_set_results(self.run_dir, record)
+        self._log(f"test sets, final weights (epoch {epoch}):\n{table_of_test_sets(record)}")
+        return record
 
     def _drop_unkept(self) -> None:
         """At the end of a run: remove the checkpoints ``train.keep`` does not keep (written for the run's

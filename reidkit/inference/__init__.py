@@ -5,13 +5,13 @@ read and write features files, export to ONNX. One module per job:
 - ``reidkit.inference.embedder``: crops → embeddings (batching, flip averaging, progress);
 - ``reidkit.inference.images``: pictures in any form → a uint8 batch at the input size;
 - ``reidkit.inference.sources``: where images come from (folder, CSV list) and their labels;
-- ``reidkit.inference.dataset``: a benchmark's query and gallery embedded;
+- ``reidkit.inference.dataset``: a benchmark's query and gallery embedded; several test sets evaluated;
 - ``reidkit.inference.features``: features files (one writer and one reader per layout);
 - ``reidkit.inference.gallery``: the searchable gallery index;
 - ``reidkit.inference.export``: ONNX export checked against PyTorch.
 """
 
-from reidkit.inference.dataset import embed_dataset
+from reidkit.inference.dataset import embed_dataset, evaluate_test_sets
 from reidkit.inference.embedder import Embedder, load
 from reidkit.inference.export import ExportReport, export_onnx, read_onnx_meta
 from reidkit.inference.features import (
@@ -33,6 +33,7 @@ __all__ = [
     "GalleryIndexError",
     "SearchResult",
     "embed_dataset",
+    "evaluate_test_sets",
     "export_onnx",
     "load",
     "read_dataset_features",
