@@ -5,43 +5,17 @@ Every image is a hard link to one tiny valid JPEG/PNG, so the trees are built in
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from realnames_trees import build_tree, names
 
 from reidkit.data import datasets
-
-
-def _tiny(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (2, 4), (120, 30, 200)).save(buf, fmt)
-    return buf.getvalue()
-
-
-def build_tree(base: Path, rel_paths: list[str], fmt: str = "JPEG") -> None:
-    """Create every relative path under ``base`` as a hard link to one tiny image."""
-    base.mkdir(parents=True, exist_ok=True)
-    data = _tiny(fmt)
-    for d in sorted({os.path.dirname(p) for p in rel_paths}):
-        (base / d).mkdir(parents=True, exist_ok=True)
-    b = str(base)
-    s = ""
-    for i, p in enumerate(rel_paths):
-        if i % 50_000 == 0:  # file systems cap hard links per inode (ext4: 65,000)
-            s = os.path.join(b, f".src{i}.{fmt.lower()}")
-            with open(s, "wb") as fh:
-                fh.write(data)
-        os.link(s, os.path.join(b, p))
-
-
-def names(shared: Path, dataset: str) -> list[str]:
-    with gzip.open(shared / "realnames" / f"{dataset}_names.txt.gz", "rt", encoding="utf-8") as fh:
-        return [line for line in fh.read().split("\n") if line]
 
 
 def summary(ds: datasets.ReidDataset) -> dict[str, tuple[int, int]]:  # type: ignore[name-defined]
