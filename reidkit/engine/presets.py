@@ -1,4 +1,5 @@
-"""Training presets shipped inside the package: one YAML file per paper row, found by name.
+"""Training presets shipped inside the package: one YAML file per paper row (and, under ``examples/``, settings no
+paper reports, each saying so first), found by name.
 
 The presets live in ``reidkit/configs/`` (package data, so a ``pip install``ed reidkit has them; the
 repository's top-level ``configs`` is a link to that folder, not a copy). A preset's name is its path

@@ -178,11 +178,29 @@ def test_cli_training_on_two_datasets_tests_each_by_default(sets: dict[str, Path
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["eval"]["datasets"] == [{"dataset": "market1501", "root": str(sets["b"]), "options": {}},
                                          {"dataset": "market1501", "root": str(sets["a"]), "options": {}}]
+    # resumed from the run folder alone: its config.yaml holds the lists; the table is the new final weights'
+    assert main(["train", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=2"]) == 0
+    resumed = capsys.readouterr().out.splitlines()
+    assert resumed[0].endswith(f"(resuming from {run / 'checkpoint.pt'} at epoch 1)")
+    assert json.loads((run / "test_sets.json").read_text())["epoch"] == 2
+    assert json.loads((run / "datasets.json").read_text())["ids"] == 9
     # --quiet: the summary line, the done line and the table
     assert main(["train", "--preset", "stadb_market1501", *sets_args, "--set", f"train.out_dir={tmp_path / 'q'}",
                  "--quiet"]) == 0
     quiet = capsys.readouterr().out.splitlines()
     assert len(quiet) == 2 + 1 + 2 and quiet[1].startswith("done: ") and quiet[2].startswith("test set ")
+
+
+def test_example_preset_trains_on_two_datasets_and_tests_on_three() -> None:
+    cfg = load_config("examples/stadb_market1501_dukemtmcreid")
+    assert cfg.data.sources() == [DatasetSource("market1501", "data/market1501"),
+                                  DatasetSource("dukemtmcreid", "data/dukemtmcreid")]
+    assert [(s.dataset, s.root) for s in cfg.eval.datasets] == [
+        ("market1501", "data/market1501"), ("dukemtmcreid", "data/dukemtmcreid"), ("msmt17", "data/msmt17")]
+    base = config_to_dict(load_config("stadb_market1501"))
+    mine = config_to_dict(cfg)
+    assert {k: v for k, v in mine.items() if k not in ("data", "eval", "train")} == \
+        {k: v for k, v in base.items() if k not in ("data", "eval", "train")}  # stadb_market1501's recipe
 
 
 def test_single_dataset_config_is_unchanged() -> None:
