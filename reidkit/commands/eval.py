@@ -136,7 +136,7 @@ def run_test_sets(args: argparse.Namespace) -> int:
     """Several ``--dataset``: evaluate on each test set, print one table (row per test set) or its JSON record,
     write ``test_sets.json``, ``test_sets.md`` and ``cmc.png`` with ``--out``; returns 0."""
     from reidkit.commands.options import dataset_sources_from_args, embedder_from_args
-    from reidkit.data.multi import source_labels
+    from reidkit.data.multi import first_repeat, source_labels
     from reidkit.eval.summary import save_test_set_results, table_of_test_sets
     from reidkit.inference.dataset import evaluate_test_sets
     from reidkit.utils.atomic import output_folder
@@ -150,6 +150,10 @@ def run_test_sets(args: argparse.Namespace) -> int:
     if args.checkpoint and args.onnx:
         raise ReidkitError("give --checkpoint or --onnx, not both")
     sources = dataset_sources_from_args(args)
+    repeat = first_repeat(sources)
+    if repeat is not None:
+        raise ReidkitError(f"--dataset {sources[repeat[1]].dataset} --root {sources[repeat[1]].root}: the same test set "
+                           f"as --dataset number {repeat[0] + 1}; expected each test set once")
     if args.out:
         output_folder(args.out, "test_sets.json, test_sets.md and cmc.png", create=False)
     datasets = [s.load() for s in sources]  # every test set read before any is embedded

@@ -10,6 +10,7 @@ then DukeMTMC-reID (702, 8): Duke's pid 0 becomes 751 and its camid 0 becomes 6;
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from reidkit.data.records import SPLITS, Record, ReidDataset
 from reidkit.errors import DatasetError
 
-__all__ = ["DatasetSource", "combine", "source_labels"]
+__all__ = ["DatasetSource", "combine", "first_repeat", "source_labels"]
 
 
 @dataclass
@@ -37,10 +38,23 @@ class DatasetSource:
         return load(self.dataset, self.root, **self.options)
 
     def key(self) -> tuple[str, str, str]:
-        """What tells two sources apart: the canonical name, the folder and the options (as sorted JSON)."""
+        """What tells two sources apart: the canonical name, the absolute folder and the options (as sorted
+        JSON). ``DatasetError`` for a name no reader has."""
         from reidkit.data.datasets import canonical_name
 
-        return canonical_name(self.dataset), self.root, json.dumps(self.options, sort_keys=True, default=str)
+        return (canonical_name(self.dataset), os.path.abspath(os.path.expanduser(self.root)),
+                json.dumps(self.options, sort_keys=True, default=str))
+
+
+def first_repeat(sources: Sequence[DatasetSource]) -> tuple[int, int] | None:
+    """The positions ``(i, j)``, ``i < j``, of the first source named twice (same ``key``), or None."""
+    seen: dict[tuple[str, str, str], int] = {}
+    for j, source in enumerate(sources):
+        key = source.key()
+        if key in seen:
+            return seen[key], j
+        seen[key] = j
+    return None
 
 
 def source_labels(sources: Sequence[DatasetSource]) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from reidkit.data.augment import AugmentConfig
-from reidkit.data.multi import DatasetSource
+from reidkit.data.multi import DatasetSource, first_repeat
 from reidkit.engine.presets import find_preset
 from reidkit.errors import ConfigError
 from reidkit.utils.atomic import atomic_write_text
@@ -95,6 +95,10 @@ class DataConfig:
         names = [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
         roots = self.root if isinstance(self.root, list) else [self.root] * len(names)
         options = self.options if isinstance(self.options, list) else [self.options] * len(names)
+        for key, given in (("data.root", roots), ("data.options", options)):  # load_config refuses these; a
+            if len(given) != len(names):  # config changed in code is checked here
+                raise ConfigError(f"'{key}': {len(given)} entries for {len(names)} data.dataset entries; expected "
+                                  "one per dataset (or one for all)")
         return [DatasetSource(n, r, dict(o)) for n, r, o in zip(names, roots, options, strict=True)]
 
 
@@ -594,22 +598,22 @@ def _check_datasets(cfg: RunConfig, where: Any) -> None:
         if isinstance(data.options, list) and len(data.options) != n:
             raise bad("data.options", f"one mapping, or a list of {n} (one per data.dataset entry)", data.options)
     for key, sources in (("data.dataset", data.sources()), ("eval.datasets", cfg.eval.datasets)):
-        seen: dict[tuple[str, str, str], int] = {}
         several = key == "eval.datasets" or isinstance(data.dataset, list)
         for i, source in enumerate(sources):
             if key == "eval.datasets" and not (source.dataset and source.root):
                 raise ConfigError(f"{where(key)}: '{key}' (entry {i + 1}) must name a dataset and its folder, "
                                   f"{{dataset: NAME, root: DIR, options: {{...}}}}, got {_short(_plain(source))}")
             try:
-                found = source.key()
+                source.key()
             except DatasetError:
                 entry = f" (entry {i + 1})" if several else ""
                 raise ConfigError(f"{where(key)}: '{key}'{entry}: unknown dataset {source.dataset!r}; expected one "
                                   f"of {known}") from None
-            if found in seen:
-                raise ConfigError(f"{where(key)}: '{key}' names {found[0]} in {source.root} twice (entries "
-                                  f"{seen[found] + 1} and {i + 1}); expected each dataset once")
-            seen[found] = i
+        repeat = first_repeat(sources)
+        if repeat is not None:
+            i, j = repeat
+            raise ConfigError(f"{where(key)}: '{key}' names {sources[j].key()[0]} in {sources[j].root} twice (entries "
+                              f"{i + 1} and {j + 1}); expected each dataset once")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>",

@@ -178,11 +178,18 @@ def test_cli_training_on_two_datasets_tests_each_by_default(sets: dict[str, Path
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["eval"]["datasets"] == [{"dataset": "market1501", "root": str(sets["b"]), "options": {}},
                                          {"dataset": "market1501", "root": str(sets["a"]), "options": {}}]
-    # resumed from the run folder alone: its config.yaml holds the lists; the table is the new final weights'
-    assert main(["train", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=2"]) == 0
+    # resumed from the run folder alone (its config.yaml holds the lists), now with three test sets: the table
+    # of the new final weights, each row what `reidkit eval` gives that test set alone
+    assert main(["train", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=2", "--set",
+                 f"eval.datasets={flow(sets['a'], sets['b'], sets['c'])}"]) == 0
     resumed = capsys.readouterr().out.splitlines()
     assert resumed[0].endswith(f"(resuming from {run / 'checkpoint.pt'} at epoch 1)")
-    assert json.loads((run / "test_sets.json").read_text())["epoch"] == 2
+    record = json.loads((run / "test_sets.json").read_text())
+    assert record["epoch"] == 2 and len(record["test_sets"]) == 3 and len(resumed) == 2 + 1 + 3
+    for row, key in zip(record["test_sets"], "abc", strict=True):
+        cli = eval_alone_cli(run, sets[key], capsys)
+        for k in METRICS:
+            assert cli[k] == pytest.approx(row[k], abs=1e-6), (key, k)
     assert json.loads((run / "datasets.json").read_text())["ids"] == 9
     # --quiet: the summary line, the done line and the table
     assert main(["train", "--preset", "stadb_market1501", *sets_args, "--set", f"train.out_dir={tmp_path / 'q'}",
@@ -201,6 +208,16 @@ def test_example_preset_trains_on_two_datasets_and_tests_on_three() -> None:
     mine = config_to_dict(cfg)
     assert {k: v for k, v in mine.items() if k not in ("data", "eval", "train")} == \
         {k: v for k, v in base.items() if k not in ("data", "eval", "train")}  # stadb_market1501's recipe
+
+
+def test_config_changed_in_code_is_checked_when_read() -> None:
+    cfg = load_config(None, ["data.dataset=[market1501, dukemtmcreid]", "data.root=[a, b]"])
+    cfg.data.root = ["a", "b", "c"]
+    with pytest.raises(ConfigError, match=r"^'data\.root': 3 entries for 2 data\.dataset entries; expected one per"):
+        cfg.data.sources()
+    cfg.data.root, cfg.data.options = "a", [{}]
+    with pytest.raises(ConfigError, match=r"^'data\.options': 1 entries for 2 data\.dataset entries"):
+        cfg.data.sources()
 
 
 def test_single_dataset_config_is_unchanged() -> None:
@@ -262,6 +279,8 @@ def test_eval_cli_mistakes_are_one_line(api_run: tuple[Path, object], sets: dict
         ([*two, "--multi-query", "mean"], "--multi-query takes one --dataset"),
         ([*two, "--save-features", "f.safetensors"], "--save-features takes one --dataset"),
         ([*two, "--dataset", "prid", "--root", "x"], "unknown dataset 'prid'"),
+        ([*two, "--dataset", "market", "--root", f"{sets['a']}/"], f"--dataset market --root {sets['a']}/: the same "
+                                                                    "test set as --dataset number 1"),
     ]
     for extra, message in cases:
         capsys.readouterr()
