@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("reidkit.commands.extract", "embed a folder or CSV of images into a features file"),
     "index": ("reidkit.commands.index", "build or extend a gallery index from a folder of images"),
     "search": ("reidkit.commands.search", "search a gallery index with query images (top-k, rank-list picture)"),
-    "export": ("reidkit.commands.export", "export a checkpoint to ONNX and check it against PyTorch"),
+    "export": ("reidkit.commands.export", "export a checkpoint to ONNX (and INT8) and check it against PyTorch"),
     "visualize": ("reidkit.commands.visualize", "draw attention maps, drop masks and rank lists"),
     "report": ("reidkit.commands.report", "write a self-contained HTML evaluation report"),
 }

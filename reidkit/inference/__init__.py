@@ -8,7 +8,8 @@ read and write features files, export to ONNX. One module per job:
 - ``reidkit.inference.dataset``: a benchmark's query and gallery embedded; several test sets evaluated;
 - ``reidkit.inference.features``: features files (one writer and one reader per layout);
 - ``reidkit.inference.gallery``: the searchable gallery index;
-- ``reidkit.inference.export``: ONNX export checked against PyTorch.
+- ``reidkit.inference.export``: ONNX export checked against PyTorch;
+- ``reidkit.inference.quantize``: INT8 copies of an exported file, checked against it.
 """
 
 from reidkit.inference.dataset import embed_dataset, evaluate_test_sets

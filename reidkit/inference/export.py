@@ -3,7 +3,10 @@
 The exported graph maps ``images`` (float32, N×3×H×W, ImageNet-normalised, dynamic N) to ``embeddings``
 (float32, N×D), exactly what ``model(x)`` returns in eval mode. The model description (the same JSON dict
 as in ``model.safetensors``, with the weights digest) is stored in the ONNX ``metadata_props`` under the key
-``"reidkit"``, so ``reidkit extract --onnx`` and ``reidkit.load`` know the input size.
+``"reidkit"``, so ``reidkit extract --onnx`` and ``reidkit.load`` know the input size; beside it, plain keys
+(``input_contract``) tell a program without reidkit how to feed the model and read its output
+(docs/export.md, "Without reidkit"). ``write_metadata`` writes both, for this export and for
+``reidkit.inference.quantize``.
 
 Examples:
     >>> report = export_onnx(model, "model.onnx")  # doctest: +SKIP
@@ -23,10 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from reidkit.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.inference.modelfile import check_model_meta, parse_meta_json
 from reidkit.models.io import META_KEY, model_meta
 from reidkit.utils.atomic import atomic_path
+from reidkit.utils.images import RESIZE_DESCRIPTION
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
@@ -63,7 +68,8 @@ class ExportReport:
                 f"L2-normalised {self.normalized_diff:.3g}) ({state})")
 
 
-def _onnx_modules() -> tuple[Any, Any]:
+def onnx_modules() -> tuple[Any, Any]:
+    """The ``onnx`` and ``onnxruntime`` modules, or a one-line ``ReidkitError`` saying how to install them."""
     try:
         import onnx
         import onnxruntime
@@ -71,6 +77,63 @@ def _onnx_modules() -> tuple[Any, Any]:
         raise ReidkitError("ONNX export needs the onnx and onnxruntime packages "
                            "(pip install 'reidkit[onnx]')") from exc
     return onnx, onnxruntime
+
+
+def describe_quantization(quantization: dict[str, Any] | None) -> str:
+    """The ``quantization`` entry of a model description in words (``"none"`` for a float32 file)."""
+    if not quantization:
+        return "none (float32 weights and activations)"
+    q = quantization
+    parts = [f"int8 {q.get('mode', '?')}"]
+    if q.get("format"):
+        parts.append(f"{q['format']} format")
+    if q.get("weights"):
+        parts.append(f"weights {q['weights']}")
+    if q.get("activations"):
+        parts.append(f"activations {q['activations']}")
+    if q.get("calibration"):
+        parts.append(f"calibrated ({q['calibration']}) on {q.get('calibration_images', '?')} images")
+    return ", ".join(parts)
+
+
+def input_contract(meta: dict[str, Any]) -> dict[str, str]:
+    """The plain ``metadata_props`` keys (string values) that say how to feed a reidkit ONNX model without
+    reidkit and what it returns: input name, layout, type, size, channel order, pixel scale, mean and std,
+    the resize; output name, width, that it is not L2-normalised and the metric reidkit compares it with;
+    whether the file is quantized. They restate ``meta`` (the ``reidkit`` key) and the preprocessing of
+    ``reidkit.inference.Embedder``; docs/export.md runs them."""
+    h, w = (int(v) for v in meta["input_size"])
+    return {
+        "input_name": INPUT_NAME,
+        "input_layout": "NCHW",
+        "input_dtype": "float32",
+        "input_height": str(h),
+        "input_width": str(w),
+        "input_channel_order": "RGB",
+        "input_pixel_divisor": "255",
+        "input_mean": ",".join(str(v) for v in IMAGENET_MEAN),
+        "input_std": ",".join(str(v) for v in IMAGENET_STD),
+        "input_normalization": "x = (pixel / input_pixel_divisor - input_mean) / input_std, per channel, "
+                               "pixels 0-255 in RGB order",
+        "input_resize": RESIZE_DESCRIPTION,
+        "input_resize_interpolation": "bilinear",
+        "input_resize_antialias": "true",
+        "input_resize_aspect": "stretch",
+        "output_name": OUTPUT_NAME,
+        "output_dim": str(int(meta.get("embedding_dim") or 0)),
+        "output_normalized": "false",
+        "output_metric": "euclidean (reidkit's default; cosine on L2-normalised embeddings works too)",
+        "quantization": describe_quantization(meta.get("quantization")),
+    }
+
+
+def write_metadata(proto: Any, meta: dict[str, Any]) -> None:
+    """Replace ``proto``'s ``metadata_props`` with the model description ``meta`` (JSON under ``"reidkit"``)
+    and the plain keys of ``input_contract``."""
+    del proto.metadata_props[:]
+    for key, value in {META_KEY: json.dumps(meta), **input_contract(meta)}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def export_onnx(model: torch.nn.Module, out: str | os.PathLike[str], opset: int = DEFAULT_OPSET,
@@ -85,7 +148,7 @@ def export_onnx(model: torch.nn.Module, out: str | os.PathLike[str], opset: int 
     Examples:
         >>> export_onnx(model, "model.onnx", opset=17).summary()  # doctest: +SKIP
     """
-    onnx, ort = _onnx_modules()
+    onnx, ort = onnx_modules()
 
     out = Path(out)
     device = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else None
@@ -104,9 +167,7 @@ def export_onnx(model: torch.nn.Module, out: str | os.PathLike[str], opset: int 
                 do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(meta)
+        write_metadata(proto, meta)
         proto.producer_name = "reidkit"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
@@ -146,7 +207,7 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         >>> read_onnx_meta("model.onnx")["input_size"]  # doctest: +SKIP
         [384, 128]
     """
-    onnx, _ = _onnx_modules()
+    onnx, _ = onnx_modules()
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: ONNX file not found")

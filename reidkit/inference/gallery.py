@@ -497,8 +497,14 @@ def _check_manifest(m: Any, path: Path) -> dict[str, Any]:
 
 
 def model_fingerprint(meta: dict[str, Any]) -> str:
-    """A string identifying a model's architecture and weights (name, options, input size, dimension, digest)."""
-    keys = ("model", "input_size", "embedding_dim", "weights_digest")
+    """A string identifying a model's architecture and weights (name, options, input size, dimension, digest)
+    and, for an INT8 ONNX file, its quantization (mode, settings and the digest of the quantized tensors).
+
+    A PyTorch model and its float32 ONNX export share a fingerprint (the same embeddings up to float32
+    rounding); an INT8 copy does not: its embeddings are close to the float32 ones (cosine ~0.99, checked at
+    export) but not equal, and distances between an INT8 query and float32 gallery rows would mix two
+    embedding functions, so an index refuses them (docs/export.md, "INT8 and gallery indexes")."""
+    keys = ("model", "input_size", "embedding_dim", "weights_digest", "quantization")
     out = {k: meta.get(k) for k in keys}
     opts = meta.get("options")
     out["options"] = {k: v for k, v in opts.items() if k != "pretrained"} if isinstance(opts, dict) else opts
@@ -520,4 +526,7 @@ def describe_model(meta: dict[str, Any]) -> str:
         parts.append(f"{meta['embedding_dim']}-d")
     if dig:
         parts.append(f"weights {str(dig)[:8]}")
+    quant = meta.get("quantization")
+    if isinstance(quant, dict):
+        parts.append(f"int8 {quant.get('mode', '')}".strip())
     return " ".join(parts)

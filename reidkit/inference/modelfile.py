@@ -94,7 +94,8 @@ def check_model_meta(meta: Any, source: str | os.PathLike[str], *, registered: b
     (one of ``reidkit.models.names()`` when ``registered``, as the weights of a reidkit network must be),
     ``num_classes`` an integer >= 1 (required when ``registered``), ``options`` a mapping of plain values,
     ``input_size`` ``[H, W]`` within the bounds, ``embedding_dim`` an integer in [0, ``MAX_EMBEDDING_DIM``],
-    ``weights_digest``, ``version`` and ``source`` strings, ``flip`` a boolean. Anything else is a one-line
+    ``weights_digest``, ``version`` and ``source`` strings, ``flip`` a boolean, ``quantization`` (an INT8 ONNX
+    file's, ``reidkit.inference.quantize``) a mapping of plain values. Anything else is a one-line
     ``CheckpointError``."""
     where = str(source)
 
@@ -134,6 +135,9 @@ def check_model_meta(meta: Any, source: str | os.PathLike[str], *, registered: b
             raise bad(f"'{key}' must be a string")
     if "flip" in meta and not isinstance(meta["flip"], bool):
         raise bad("'flip' must be true or false")
+    quant = meta.get("quantization")
+    if quant is not None and not (isinstance(quant, dict) and _is_json_value(quant)):
+        raise bad("'quantization' must be a mapping of names to plain values")
     return meta
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -36,8 +37,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Read an image file as RGB; raise ``ImageReadError`` naming the file if it cannot be decoded.
+def read_image(path: str | os.PathLike[str] | BinaryIO) -> Image.Image:
+    """Read an image file (or an open binary stream) as RGB; raise ``ImageReadError`` naming the file if it
+    cannot be decoded.
 
     Only regular files are opened: a named pipe, socket or device called ``x.jpg`` is refused at once
     (opening a FIFO would block forever); a picture of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is
@@ -118,14 +120,25 @@ def walk_files(directory: str | os.PathLike[str], extensions: Sequence[str] = IM
     return out
 
 
+RESIZE_FILTER = Image.BILINEAR
+# What ``resize_rgb`` does, in words a program without reidkit can follow (the ONNX metadata and docs/export.md
+# say it): the whole crop is stretched to H×W, and Pillow's bilinear filter widens with the reduction factor,
+# so a shrink averages every source pixel (antialiased), unlike OpenCV's INTER_LINEAR.
+RESIZE_DESCRIPTION = ("Pillow Image.resize((width, height), Image.BILINEAR) of the whole RGB crop, no reducing_gap: "
+                      "stretched to height×width (aspect ratio not kept, no padding, no cropping); Pillow's "
+                      "bilinear filter is antialiased when shrinking (its support grows with the scale "
+                      "factor), unlike cv2.resize(INTER_LINEAR)")
+
+
 def resize_rgb(img: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float] | None = None
                ) -> Image.Image:
     """``img`` (or its ``box`` region) resized to ``size`` = (H, W) with PIL's bilinear filter: the one resize
-    of the training cache, the per-image pipeline and inference, so every path sees the same pixels."""
+    of the training cache, the per-image pipeline and inference, so every path sees the same pixels
+    (``RESIZE_DESCRIPTION`` says it in words)."""
     h, w = int(size[0]), int(size[1])
     if box is None and img.size == (w, h):
         return img
-    return img.resize((w, h), Image.BILINEAR, box=box)
+    return img.resize((w, h), RESIZE_FILTER, box=box)
 
 
 def is_readable_image(path: str | os.PathLike[str]) -> bool:
