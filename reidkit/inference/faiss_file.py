@@ -16,7 +16,8 @@ nodes that exist. Anything else, including a layout another FAISS version might 
 
 Examples:
     >>> import faiss, numpy as np  # doctest: +SKIP
-    >>> index = faiss.IndexIDMap2(faiss.IndexFlatL2(4)); index.add_with_ids(np.eye(4, dtype="float32"), np.arange(4))
+    >>> index = faiss.IndexIDMap2(faiss.IndexFlatL2(4))  # doctest: +SKIP
+    >>> index.add_with_ids(np.eye(4, dtype="float32"), np.arange(4))  # doctest: +SKIP
     >>> check_layout(faiss.serialize_index(index).tobytes()).ids  # doctest: +SKIP
     array([0, 1, 2, 3])
 """
@@ -30,6 +31,8 @@ import numpy as np
 
 METRIC_IP, METRIC_L2 = 0, 1  # faiss.METRIC_INNER_PRODUCT, faiss.METRIC_L2
 MAX_HNSW_LEVELS = 64  # faiss draws levels with probability exp(-level / ln M): 64 is never reached
+MAX_HNSW_LINKS = 512  # links per node (reidkit.inference.faiss_index.BOUNDS["hnsw_m"])
+MAX_HNSW_EF = 1 << 16  # candidate lists (BOUNDS["ef_construction"], BOUNDS["ef_search"])
 
 
 class FaissLayoutError(ValueError):
@@ -117,8 +120,9 @@ def _hnsw_graph(b: _Bytes, ntotal: int) -> dict[str, int]:
     offsets = b.vector("<u8", "hnsw offsets")
     neighbors = b.vector("<i4", "hnsw neighbours")
     entry, max_level, ef_construction, ef_search, _upper_beam = (int(b.scalar("i", "hnsw")) for _ in range(5))
+    links = int(cum[1]) // 2 if len(cum) > 1 else 0  # M: 2·M neighbours on level 0, M on each level above
     if not 1 <= len(probas) <= MAX_HNSW_LEVELS or len(cum) != len(probas) + 1 or cum[0] != 0 \
-            or np.any(np.diff(cum) < 0) or cum[1] < 2:
+            or not 2 <= links <= MAX_HNSW_LINKS or cum[1] != 2 * links or np.any(np.diff(cum[1:]) != links):
         raise FaissLayoutError("hnsw: inconsistent level tables")
     if len(levels) != ntotal or len(offsets) != ntotal + 1:
         raise FaissLayoutError(f"hnsw: {len(levels)} levels and {len(offsets)} offsets for {ntotal} nodes")
@@ -133,9 +137,9 @@ def _hnsw_graph(b: _Bytes, ntotal: int) -> dict[str, int]:
     if max_level != top or not (-1 <= entry < ntotal) or (ntotal > 0) != (entry >= 0) \
             or (ntotal and levels[entry] - 1 != max_level):
         raise FaissLayoutError("hnsw: entry point or top level outside the graph")
-    if ef_construction < 1 or ef_search < 1:
-        raise FaissLayoutError("hnsw: search depths must be positive")
-    return {"hnsw_m": int(cum[1]) // 2, "ef_construction": ef_construction, "ef_search": ef_search}
+    if not (1 <= ef_construction <= MAX_HNSW_EF and 1 <= ef_search <= MAX_HNSW_EF):
+        raise FaissLayoutError(f"hnsw: search depths {ef_construction}, {ef_search}; expected 1 to {MAX_HNSW_EF}")
+    return {"hnsw_m": links, "ef_construction": ef_construction, "ef_search": ef_search}
 
 
 def _id_map(b: _Bytes) -> FaissLayout:
@@ -166,7 +170,7 @@ def _ivfpq(b: _Bytes) -> FaissLayout:
     d, ntotal, trained, metric = _header(b, "IndexIVFPQ")
     nlist, nprobe = int(b.scalar("Q", "nlist")), int(b.scalar("Q", "nprobe"))
     qd, qn, qm = _flat(b, "coarse quantizer")
-    if (qd, qn, qm) != (d, nlist, metric) or trained != 1 or nlist < 1:
+    if (qd, qn, qm) != (d, nlist, metric) or trained != 1 or nlist < 1 or nprobe < 1:
         raise FaissLayoutError(f"IndexIVFPQ: coarse quantizer of {qn} centroids (width {qd}) for {nlist} lists "
                                f"of width {d}, trained flag {trained}")
     direct_map = int(b.scalar("B", "direct map"))

@@ -5,7 +5,8 @@ Three kinds, every vector labelled with its gallery row's int64 *key* (``reidkit
 - ``flat``: exact, ``IndexIDMap2`` over ``IndexFlatL2`` (euclidean) or ``IndexFlatIP`` on L2-normalised
   rows (cosine): the same ranking as the exact torch search;
 - ``ivfpq``: ``IndexIVFPQ`` (``nlist`` inverted lists, ``m`` sub-quantisers of ``nbits`` bits, ``nprobe``
-  lists searched). It is trained once, when it is built, on the gallery's first
+  lists searched; the gallery scores ``refine`` × k of its candidates exactly and keeps the k best). It is
+  trained once, when it is built, on the gallery's first
   ``TRAIN_POINTS_PER_CENTROID × max(nlist, 2**nbits)`` rows; vectors added later are encoded with that
   training. Training needs ``MIN_POINTS_PER_CENTROID × max(nlist, 2**nbits)`` rows (9,984 for the
   default 8 bits): fewer is a one-line error;
@@ -35,10 +36,11 @@ from reidkit.eval.knn import faiss_metric, require_faiss
 from reidkit.inference.faiss_file import FaissLayout, check_layout
 
 KINDS = ("flat", "ivfpq", "hnsw")
-PARAMS = {"flat": (), "ivfpq": ("nlist", "m", "nbits", "nprobe"), "hnsw": ("hnsw_m", "ef_construction", "ef_search")}
-SEARCH_PARAMS = {"nprobe": "ivfpq", "ef_search": "hnsw"}
+PARAMS = {"flat": (), "ivfpq": ("nlist", "m", "nbits", "nprobe", "refine"),
+          "hnsw": ("hnsw_m", "ef_construction", "ef_search")}
+SEARCH_PARAMS = {"nprobe": "ivfpq", "refine": "ivfpq", "ef_search": "hnsw"}
 # bounds of every parameter (also what a manifest may hold)
-BOUNDS = {"nlist": (1, 1 << 20), "m": (1, 65_536), "nbits": (1, 16), "nprobe": (1, 1 << 20),
+BOUNDS = {"nlist": (1, 1 << 20), "m": (1, 65_536), "nbits": (1, 16), "nprobe": (1, 1 << 20), "refine": (1, 1024),
           "hnsw_m": (2, 512), "ef_construction": (1, 1 << 16), "ef_search": (1, 1 << 16)}
 MIN_POINTS_PER_CENTROID = 39  # FAISS's k-means warns with fewer training points per centroid
 TRAIN_POINTS_PER_CENTROID = 64  # training rows per centroid (coarse lists or PQ codewords, the larger)
@@ -57,13 +59,16 @@ class IndexSpec:
         m: IVF-PQ sub-quantisers, a divisor of the embedding width (default: the largest divisor up to 64).
         nbits: bits per sub-quantiser code (default 8).
         nprobe: lists searched per query (default 16; a search may ask for another number).
+        refine: IVF-PQ candidates per result that the gallery scores exactly from its embeddings, keeping the k
+            best (default 4; a search may ask for another number). PQ distances are coarse: this is what
+            makes IVF-PQ's top results right.
         hnsw_m: HNSW links per node (default 32).
         ef_construction: HNSW candidate list while building (default 40).
         ef_search: HNSW candidate list while searching (default 64; a search may ask for another).
 
     Examples:
         >>> IndexSpec.make("ivfpq", nlist=1024).fields()
-        {'nlist': 1024, 'm': None, 'nbits': 8, 'nprobe': 16}
+        {'nlist': 1024, 'm': None, 'nbits': 8, 'nprobe': 16, 'refine': 4}
     """
 
     kind: str = "flat"
@@ -71,6 +76,7 @@ class IndexSpec:
     m: int | None = None
     nbits: int = 8
     nprobe: int = 16
+    refine: int = 4
     hnsw_m: int = 32
     ef_construction: int = 40
     ef_search: int = 64
@@ -142,9 +148,10 @@ def check_param(key: str, value: Any, where: str) -> int | None:
     return value
 
 
-def check_search_params(kind: str, nprobe: int | None, ef_search: int | None) -> None:
+def check_search_params(kind: str, nprobe: int | None = None, ef_search: int | None = None,
+                        refine: int | None = None) -> None:
     """A one-line ``ReidkitError`` for a search parameter of another kind of index, or out of bounds."""
-    for key, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+    for key, value in (("nprobe", nprobe), ("ef_search", ef_search), ("refine", refine)):
         if value is None:
             continue
         if SEARCH_PARAMS[key] != kind:
@@ -154,6 +161,16 @@ def check_search_params(kind: str, nprobe: int | None, ef_search: int | None) ->
 
 def _divisors(n: int) -> list[int]:
     return [x for x in range(1, n + 1) if n % x == 0]
+
+
+def _faiss() -> Any:
+    """The ``faiss`` module, its OpenMP threads set to torch's (``reidkit.utils.threads``: on a busy machine more
+    threads than free cores spin at every barrier; FAISS's IVF-PQ training ran 5x slower so)."""
+    import faiss
+
+    if faiss.omp_get_max_threads() != torch.get_num_threads():
+        faiss.omp_set_num_threads(torch.get_num_threads())
+    return faiss
 
 
 def _f32(x: torch.Tensor) -> np.ndarray:
@@ -178,8 +195,7 @@ class VectorIndex:
         """A new index of ``spec`` over ``embeddings`` (N×D, as the gallery holds them) labelled ``keys``;
         IVF-PQ is trained on the first rows (see the module docstring)."""
         require_faiss(f"a {spec.kind} index")
-        import faiss
-
+        faiss = _faiss()
         n, dim = int(embeddings.shape[0]), int(embeddings.shape[1])
         spec = spec.resolved(dim, n)
         fm = faiss_metric(metric)
@@ -203,6 +219,7 @@ class VectorIndex:
 
     def add(self, embeddings: torch.Tensor, keys: np.ndarray) -> None:
         """Add rows (N×D, as the gallery holds them) labelled ``keys`` (no retraining)."""
+        _faiss()
         for s in range(0, int(embeddings.shape[0]), ADD_CHUNK):
             rows = _f32(normalized_for(embeddings[s : s + ADD_CHUNK].float(), self.metric))
             self.index.add_with_ids(rows, np.ascontiguousarray(keys[s : s + ADD_CHUNK], dtype=np.int64))
@@ -212,6 +229,7 @@ class VectorIndex:
         keys = np.ascontiguousarray(keys, dtype=np.int64)
         if not len(keys):
             return
+        _faiss()
         if self.spec.kind == "hnsw":
             self.dead = np.union1d(self.dead, keys)
         else:
@@ -232,7 +250,7 @@ class VectorIndex:
                ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's scores (Q×k: squared L2, or inner products for cosine) and the keys found (-1 where fewer
         than k were found), skipping tombstones; ``nprobe``/``ef_search`` override the spec's for this call."""
-        import faiss
+        faiss = _faiss()
 
         q = _f32(normalized_for(query.float(), self.metric))
         params: Any = None

@@ -373,10 +373,11 @@ class Gallery:
 
     # ------------------------------------------------------------------ search
     def search_arrays(self, query: Any, k: int = 10, rerank: bool = False, nprobe: int | None = None,
-                      ef_search: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      ef_search: int | None = None, refine: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances (Q, k') and row indices (Q, k') of the nearest rows, k' = min(k, len(self)).
 
-        ``nprobe`` (IVF-PQ) and ``ef_search`` (HNSW) override the index's search parameters for this call.
+        ``nprobe``, ``refine`` (IVF-PQ) and ``ef_search`` (HNSW) override the index's search parameters for this
+        call (``IndexSpec``).
         With ``rerank=True`` the distances are k-reciprocal re-ranked (Zhong et al. 2017; exact over all
         embeddings, O(N²) memory in the gallery size, meant for galleries up to a few tens of thousands; the
         FAISS index is not used).
@@ -393,7 +394,7 @@ class Gallery:
         if k < 1:
             raise ReidkitError(f"Gallery.search: k must be at least 1, got {k}")
         kind = self.index_spec.kind
-        check_search_params(kind, nprobe, ef_search)
+        check_search_params(kind, nprobe, ef_search, refine)
         if rerank:
             from reidkit.eval.rerank import rerank_distance
 
@@ -407,7 +408,9 @@ class Gallery:
             dists, idx = k_nearest(q, g, k, self.metric, use_faiss=False)
             return dists.float().cpu(), idx.long().cpu()
         k = min(k, len(self))
-        raw, found = self._ensure_index().search(q, k, nprobe, ef_search)
+        vindex = self._ensure_index()
+        fetch = min(len(self), k * (refine or vindex.spec.refine)) if kind == "ivfpq" else k
+        raw, found = vindex.search(q, fetch, nprobe, ef_search)
         rows = self._rows_of(found)
         if kind == "flat" and bool((rows >= 0).all()):
             return from_faiss_distances(raw, self.metric).float(), torch.from_numpy(rows)
@@ -415,12 +418,13 @@ class Gallery:
 
     def _rescored(self, q: torch.Tensor, g: torch.Tensor, rows: np.ndarray, k: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The candidates ``rows`` (Q×k, -1: none) scored exactly and sorted; a query with fewer than k
-        candidates is searched exactly instead."""
-        short = torch.from_numpy((rows < 0).any(axis=1))
+        """The k best of the candidates ``rows`` (Q×C, -1: none) scored exactly, sorted; a query with fewer
+        than k candidates is searched exactly instead."""
+        short = torch.from_numpy((rows >= 0).sum(axis=1) < k)
         cand = torch.from_numpy(rows.clip(min=0))
         dist = candidate_distances(q, g, cand, self.metric).float()
-        order = torch.argsort(dist, dim=1, stable=True)
+        dist[torch.from_numpy(rows < 0)] = float("inf")
+        order = torch.argsort(dist, dim=1, stable=True)[:, :k]
         dist, idx = dist.gather(1, order), cand.gather(1, order)
         if bool(short.any()):
             d_ex, i_ex = k_nearest(q[short], g, k, self.metric, use_faiss=False)
@@ -428,16 +432,16 @@ class Gallery:
         return dist, idx
 
     def search(self, query: Any, k: int = 10, rerank: bool = False, nprobe: int | None = None,
-               ef_search: int | None = None) -> list[list[SearchResult]]:
+               ef_search: int | None = None, refine: int | None = None) -> list[list[SearchResult]]:
         """The k nearest gallery entries for each query row (a single D vector counts as one query);
-        ``nprobe``/``ef_search`` as in ``search_arrays``.
+        ``nprobe``, ``ef_search`` and ``refine`` as in ``search_arrays``.
 
         Examples:
             >>> g = Gallery(); _ = g.add(torch.eye(2), ids=["a", "b"])
             >>> [r.id for r in g.search(torch.tensor([0.0, 1.0]), k=2)[0]]
             ['b', 'a']
         """
-        dists, idx = self.search_arrays(query, k, rerank, nprobe, ef_search)
+        dists, idx = self.search_arrays(query, k, rerank, nprobe, ef_search, refine)
         return [[SearchResult(self.ids[j], float(d), self.metadata[j], int(j))
                  for d, j in zip(drow.tolist(), irow.tolist(), strict=True)]
                 for drow, irow in zip(dists, idx, strict=True)]
