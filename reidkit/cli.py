@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("reidkit.commands.demo", "synthetic data -> train STADB -> evaluate -> report, in minutes on a CPU"),
     "eval": ("reidkit.commands.eval", "evaluate a checkpoint or saved features (mAP, CMC, mINP, re-ranking)"),
     "extract": ("reidkit.commands.extract", "embed a folder or CSV of images into a features file"),
-    "index": ("reidkit.commands.index", "build or extend a gallery index from a folder of images"),
+    "index": ("reidkit.commands.index", "build, extend, shrink or refresh a gallery index (exact or approximate)"),
     "search": ("reidkit.commands.search", "search a gallery index with query images (top-k, rank-list picture)"),
     "export": ("reidkit.commands.export", "export a checkpoint to ONNX (and INT8) and check it against PyTorch"),
     "visualize": ("reidkit.commands.visualize", "draw attention maps, drop masks and rank lists"),

@@ -4,10 +4,13 @@ Examples:
     reidkit search my_index --query person.jpg --k 10
     reidkit search my_index --query queries/ --k 5 --format csv --out hits.csv --picture ranks.png
     reidkit search my_index --query person.jpg --rerank
+    reidkit search big_index --query queries/ --nprobe 64
 
-Output (stdout or ``--out``): JSON ``{"index", "metric", "k", "reranked", "results": [{"query",
+Output (stdout or ``--out``): JSON ``{"index", "metric", "k", "reranked", "index_kind", "results": [{"query",
 "matches": [{"rank", "path", "distance", "pid", "camid"[, "identity"]}]}]}`` (``identity``: the entry's name when
 the index was built from a CSV naming its identities) or CSV ``query,rank,path,distance,pid,camid``.
+An approximate index (``index_kind`` ``ivfpq`` or ``hnsw``) picks the candidates; their distances are exact.
+``--nprobe``/``--refine``/``--ef-search`` trade speed for recall for this search only.
 ``--picture`` draws each query's rank list (green frame: same pid as the query, red: another pid, grey:
 unknown — pids come from Market-style names or the ``<pid>/<camid>_x.jpg`` layout). An index is untrusted
 input: the gallery images drawn are read only inside the index folder or a ``--gallery-root DIR`` you name;
@@ -37,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query", required=True, metavar="IMG_or_DIR", help="a query image or a folder of them")
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, λ=0.3)")
+    parser.add_argument("--nprobe", type=int, default=None, metavar="N",
+                        help="IVF-PQ lists searched per query (default: the index's, recorded when it was built)")
+    parser.add_argument("--refine", type=int, default=None, metavar="N",
+                        help="IVF-PQ candidates per result scored exactly (default: the index's, recorded when it "
+                             "was built)")
+    parser.add_argument("--ef-search", type=int, default=None, metavar="N",
+                        help="HNSW candidate list per query (default: the index's, recorded when it was built)")
     parser.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
     parser.add_argument("--out", metavar="FILE", help="write the results here instead of stdout")
     parser.add_argument("--picture", metavar="PNG", help="draw the rank lists (one row per query) into this PNG")
@@ -67,6 +77,7 @@ def format_results(results: list[dict[str, Any]], fmt: str, header: dict[str, An
 def run(args: argparse.Namespace) -> int:
     """Embed the queries, search the index, print or write the results."""
     from reidkit.inference import Gallery
+    from reidkit.inference.faiss_index import check_search_params
     from reidkit.inference.gallery import entry_path
     from reidkit.inference.sources import list_folder, report_bad
     from reidkit.utils.atomic import atomic_write_text, output_file
@@ -80,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     gallery = Gallery.load(args.index)
     if len(gallery) == 0:
         raise ReidkitError(f"{args.index}: the index is empty; add images with 'reidkit index add'")
+    check_search_params(gallery.index_spec.kind, args.nprobe, args.ef_search, args.refine)  # before embedding
     q = Path(args.query)
     if q.is_dir():
         paths = list_folder(str(q))
@@ -94,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     report_bad(bad)
     if not kept:
         raise DatasetError(f"{q}: none of the query images could be read")
-    hits = gallery.search(feats, k=args.k, rerank=args.rerank)
+    hits = gallery.search(feats, k=args.k, rerank=args.rerank, nprobe=args.nprobe, ef_search=args.ef_search,
+                          refine=args.refine)
     results = []
     for path, row in zip(kept, hits, strict=True):
         matches = []
@@ -106,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                            | ({"identity": md["identity"]} if isinstance(md.get("identity"), str) else {}))
         results.append({"query": os.path.abspath(path), "matches": matches})
     header = {"index": os.path.abspath(args.index), "metric": gallery.metric, "k": args.k,
-              "reranked": bool(args.rerank), "skipped": bad}
+              "reranked": bool(args.rerank), "index_kind": gallery.index_spec.kind, "skipped": bad}
     text = format_results(results, args.format, header)
     if args.out:
         atomic_write_text(args.out, text)

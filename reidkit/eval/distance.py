@@ -78,10 +78,12 @@ def prepare(q: torch.Tensor, g: torch.Tensor, metric: str) -> tuple[torch.Tensor
     if q.shape[1] != g.shape[1]:
         raise ReidkitError(f"features: query dimension {q.shape[1]} != gallery dimension {g.shape[1]}")
     dtype = torch.promote_types(q.dtype, g.dtype)
-    q, g = q.to(dtype), g.to(dtype)
-    if metric == "cosine":
-        q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
-    return q, g
+    return normalized_for(q.to(dtype), metric), normalized_for(g.to(dtype), metric)
+
+
+def normalized_for(x: torch.Tensor, metric: str) -> torch.Tensor:
+    """Rows of ``x`` as ``metric`` compares them: L2-normalised for cosine, unchanged otherwise."""
+    return F.normalize(x, dim=1) if metric == "cosine" else x
 
 
 def matmul_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -124,6 +126,26 @@ def distance_block(
         if metric == "euclidean":
             part.sqrt_()
     return d
+
+
+def candidate_distances(query: torch.Tensor, gallery: torch.Tensor, rows: torch.Tensor, metric: str,
+                        chunk_size: int | None = None) -> torch.Tensor:
+    """Distances (Q, C) between each query row and the gallery rows ``rows[i]`` (Q, C int64) named for it, by
+    ``distance_block``'s formula: a few candidates per query scored exactly, without a Q×G block."""
+    q, _ = prepare(query, gallery[:0], metric)
+    out = torch.empty(rows.shape, dtype=q.dtype, device=q.device)
+    step = max(1, block_rows(rows.shape[1] * q.shape[1], chunk_size))
+    for start in range(0, q.shape[0], step):
+        sl = slice(start, min(start + step, q.shape[0]))
+        cand = normalized_for(as_float_features(gallery[rows[sl].reshape(-1)]).to(q), metric)
+        cand = cand.reshape(rows[sl].shape[0], rows.shape[1], -1)
+        dot = torch.bmm(cand, q[sl].unsqueeze(2)).squeeze(2)
+        if metric == "cosine":
+            out[sl] = 1.0 - dot
+            continue
+        d = ((q[sl] * q[sl]).sum(1, keepdim=True) + (cand * cand).sum(2) - 2.0 * dot).clamp_(min=0)
+        out[sl] = d.sqrt_() if metric == "euclidean" else d
+    return out
 
 
 def iter_distance_blocks(

@@ -23,10 +23,36 @@ from reidkit.eval.distance import (
     prepare,
 )
 
+FAISS_INSTALL = "pip install 'reidkit[faiss]' (or pip install faiss-cpu)"
+
 
 def faiss_available() -> bool:
     """True when the ``faiss`` module can be imported."""
     return importlib.util.find_spec("faiss") is not None
+
+
+def require_faiss(what: str) -> None:
+    """A one-line ``ReidkitError`` saying that ``what`` needs FAISS and how to install it, when it is missing."""
+    if not faiss_available():
+        raise ReidkitError(f"{what} needs FAISS, which is not installed: {FAISS_INSTALL}")
+
+
+def faiss_metric(metric: str) -> int:
+    """The FAISS metric that ranks as ``metric`` does on ``prepare``d features: inner product for cosine
+    (normalised rows), L2 (squared) otherwise."""
+    import faiss
+
+    return faiss.METRIC_INNER_PRODUCT if check_metric(metric) == "cosine" else faiss.METRIC_L2
+
+
+def from_faiss_distances(raw: np.ndarray, metric: str) -> torch.Tensor:
+    """FAISS's scores as the metric's distances: 1 - inner product for cosine, the square root of the (clamped)
+    squared L2 for euclidean, the squared L2 itself for sqeuclidean."""
+    dist = torch.from_numpy(np.ascontiguousarray(raw))
+    if metric == "cosine":
+        return 1.0 - dist
+    dist = dist.clamp(min=0)
+    return dist.sqrt() if metric == "euclidean" else dist
 
 
 def _torch_topk(q: torch.Tensor, g: torch.Tensor, k: int, metric: str, chunk_size: int
@@ -58,7 +84,7 @@ def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, metric: str, approxima
     gn = np.ascontiguousarray(g.detach().cpu().numpy(), dtype=np.float32)
     D = gn.shape[1]
     inner = metric == "cosine"
-    ftype = faiss.METRIC_INNER_PRODUCT if inner else faiss.METRIC_L2
+    ftype = faiss_metric(metric)
     if not approximate:
         index: Any = faiss.IndexFlatIP(D) if inner else faiss.IndexFlatL2(D)
     elif approximate == "hnsw":
@@ -71,14 +97,7 @@ def _faiss_topk(q: torch.Tensor, g: torch.Tensor, k: int, metric: str, approxima
         index.nprobe = min(nprobe, n_list)
     index.add(gn)
     dist, idx = index.search(qn, k)
-    dist_t = torch.from_numpy(dist)
-    if inner:
-        dist_t = 1.0 - dist_t
-    else:
-        dist_t = dist_t.clamp(min=0)
-        if metric == "euclidean":
-            dist_t = dist_t.sqrt()
-    return dist_t.to(q.device), torch.from_numpy(idx).long().to(q.device)
+    return from_faiss_distances(dist, metric).to(q.device), torch.from_numpy(idx).long().to(q.device)
 
 
 def k_nearest(
@@ -111,13 +130,13 @@ def k_nearest(
     if k < 1:
         raise ReidkitError(f"k: expected a positive integer, got {k}")
     k = min(k, g.shape[0])
-    have = faiss_available()
-    if use_faiss and not have:
-        raise ReidkitError("use_faiss=True: the faiss module is not installed (pip install faiss-cpu)")
+    if use_faiss:
+        require_faiss("use_faiss=True")
     if use_faiss is None:
-        use_faiss = have
+        use_faiss = faiss_available()
     if approximate and not use_faiss:
-        raise ReidkitError("approximate search needs FAISS (pip install faiss-cpu)")
+        require_faiss("approximate search")
+        raise ReidkitError("approximate search needs FAISS; it cannot run with use_faiss=False")
     if use_faiss:
         return _faiss_topk(q, g, k, metric, "ivf" if approximate is True else approximate,
                            nlist, nprobe, hnsw_m)

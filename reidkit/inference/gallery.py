@@ -1,26 +1,45 @@
 """A searchable gallery of embeddings, in memory and on disk (the ``reidkit index`` / ``search`` commands).
 
-``Gallery`` holds N×D float32 embeddings with one id and one JSON metadata dict per row. ``search``
-returns the k nearest rows per query (FAISS when installed, an exact chunked search otherwise, both through
-``reidkit.eval.knn.k_nearest``), optionally re-ranked with k-reciprocal re-ranking.
+``Gallery`` holds N×D float32 embeddings with one id, one JSON metadata dict and one *key* per row (an int64
+that labels the row's vector in the FAISS index; never reused within an index), and a FAISS index over them
+(``reidkit.inference.faiss_index``): exact flat by default, or approximate (``index="ivfpq"`` or
+``"hnsw"``). ``search`` returns the k nearest rows per query: through the FAISS index when FAISS is
+installed, else by an exact chunked torch search (``reidkit.eval.knn.k_nearest``); optionally re-ranked with
+k-reciprocal re-ranking (exact, over all embeddings). The exact index ranks and measures as the torch search
+does; an approximate one picks the k candidates, whose distances are then computed exactly from the
+embeddings (and a query for which it finds fewer than k is searched exactly).
+
+Entries are added (``add``), removed (``remove``: by id, by pid, or by image path) and replaced
+(``update``: by id). An entry's *id* is what ``add`` was given: ``reidkit index`` gives each image its
+absolute path; the metadata holds ``path``, ``pid`` and ``camid``.
 
 On disk a gallery is a folder:
-    INDEX_DIR/manifest.json                    metric, dimension, ids, metadata, model description, file name
-    INDEX_DIR/embeddings-<generation>.safetensors
+    INDEX_DIR/manifest.json                    metric, dimension, ids, metadata, model description, the index
+                                               kind with its parameters, and the files of the generation
+    INDEX_DIR/embeddings-<generation>.safetensors  embeddings and keys: the source of truth
+    INDEX_DIR/faiss-<generation>.index         the FAISS index of the same generation (when FAISS is installed)
     INDEX_DIR/model.safetensors (or model.onnx) the model that made the embeddings (``reidkit index build``)
     INDEX_DIR/.reidkit-index.lock              taken by writers (``index_lock``)
 
-A save writes a new embeddings file, then replaces ``manifest.json`` atomically, then removes the old
-embeddings file, so a reader always sees a complete, consistent index (``Gallery.load`` reads the manifest
-again when a writer removed the embeddings file it named in between). Writers take the index's lock;
-``add_to_index`` re-reads the index under it and adds only what is new, so two ``reidkit index add`` at
-once both land (POSIX systems; elsewhere writes are not serialised).
+A save writes a new generation (embeddings, then the FAISS file), then replaces ``manifest.json``
+atomically, then removes the old generation's files, so a reader always sees a complete, consistent index:
+a SIGKILL at any moment leaves the old generation or the new one. ``Gallery.load`` reads the manifest
+again when a writer removed the files it named in between. Writers take the index's lock;
+``add_to_index``, ``remove_from_index``, ``update_index`` and ``rebuild_index`` re-read the index under it
+and change only what they were asked to, so concurrent writers all land (POSIX systems; elsewhere writes
+are not serialised), and remove the files a killed writer left behind (never named by a manifest).
 
-The index is untrusted input: its manifest is checked (types, counts, the model description, sizes) and
-names only files inside the folder: ``embeddings_file`` is a plain name, never a symbolic link; the model is
-read only from the folder's own ``model.safetensors``/``model.onnx`` (``index_model_file``), never from the
-path the manifest records; entry paths are labels, and ``readable_entry`` lets a command read an entry's
-image only inside the index folder or a folder the user names.
+The embeddings are the source of truth: the exact index is always rebuilt from them when the gallery is
+read (cheaper than reading and checking its file, which is kept for other FAISS tools); an approximate
+index is read from its file, and a missing or damaged one is rebuilt from the embeddings with one warning
+(IVF-PQ is then retrained) and stored by the next write.
+
+The index is untrusted input: its manifest is checked (types, counts, the model description, sizes, index
+parameters), its FAISS file's layout is checked before FAISS reads it (``reidkit.inference.faiss_file``),
+and it names only files inside the folder: the generation files are plain names, never symbolic links; the
+model is read only from the folder's own ``model.safetensors``/``model.onnx`` (``index_model_file``), never
+from the path the manifest records; entry paths are labels, and ``readable_entry`` lets a command read an
+entry's image only inside the index folder or a folder the user names.
 
 Examples:
     >>> import torch
@@ -40,29 +59,40 @@ import re
 import stat
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from reidkit.errors import CheckpointError, OutputError, ReidkitError
-from reidkit.eval.distance import check_metric
-from reidkit.eval.knn import k_nearest
+from reidkit.eval import knn
+from reidkit.eval.distance import candidate_distances, check_metric
+from reidkit.eval.knn import from_faiss_distances, k_nearest
+from reidkit.inference.faiss_index import (
+    BOUNDS,
+    IndexSpec,
+    VectorIndex,
+    check_param,
+    check_search_params,
+)
 from reidkit.inference.features import check_finite, load_tensors, save_tensors
 from reidkit.inference.modelfile import check_model_meta
-from reidkit.utils.atomic import atomic_write_json, output_folder
+from reidkit.utils.atomic import atomic_path, atomic_write_json, output_folder
 from reidkit.utils.limits import MAX_EMBEDDING_DIM
-from reidkit.utils.paths import inside
+from reidkit.utils.paths import inside, within
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keys in the embeddings file, the FAISS index and its file in the manifest
 LOCK = ".reidkit-index.lock"
 MODEL_FILES = ("model.safetensors", "model.onnx")  # the index's own model, in the order they are looked for
 LOCK_WAIT_SECONDS = 120.0  # how long a writer waits for another one (a save takes seconds)
+MAX_KEY = 1 << 62  # keys stay far from int64 overflow however many rows are added
 _LOAD_ATTEMPTS = 20  # manifest re-reads when writers keep replacing the embeddings file under a reader
+T = TypeVar("T")
 
 
 class GalleryIndexError(ReidkitError):
@@ -89,14 +119,18 @@ def _as_matrix(x: Any, what: str) -> torch.Tensor:
 
 
 class Gallery:
-    """Embeddings with ids and metadata, searchable by k nearest neighbours, saved as safetensors + JSON.
+    """Embeddings with ids and metadata, searchable by k nearest neighbours through a FAISS index (exact by
+    default), saved as safetensors + a FAISS file + JSON.
 
     Args:
         embedding_dim: width D of the embeddings (taken from the first ``add`` when None).
         metric: ``"euclidean"`` or ``"cosine"``.
         model_meta: description of the model that made the embeddings (name, options, input size); an index
             refuses queries from a different model (see ``check_model``).
-        use_faiss: None = FAISS when installed, True/False to force.
+        use_faiss: None = FAISS when installed, True/False to force (False: exact torch search, no FAISS file;
+            only for the exact index).
+        index: the FAISS index to keep: ``"flat"`` (exact, the default), ``"ivfpq"``, ``"hnsw"``, or an
+            ``IndexSpec`` with parameters. An approximate one needs FAISS.
 
     Examples:
         >>> g = Gallery(embedding_dim=4)
@@ -104,17 +138,31 @@ class Gallery:
         >>> len(g)
         10
         >>> hits = g.search(torch.randn(4), k=3)[0]  # one list of 3 SearchResult per query
+        >>> big = Gallery(index=IndexSpec.make("hnsw", ef_search=128))  # doctest: +SKIP
     """
 
     def __init__(self, embedding_dim: int | None = None, metric: str = "euclidean",
-                 model_meta: dict[str, Any] | None = None, use_faiss: bool | None = None) -> None:
+                 model_meta: dict[str, Any] | None = None, use_faiss: bool | None = None,
+                 index: str | IndexSpec | None = None) -> None:
         check_metric(metric)
         self.metric = metric
         self.embedding_dim = embedding_dim
         self.model_meta = model_meta
         self.use_faiss = use_faiss
+        self.index_spec = IndexSpec.make(index)
+        if self.index_spec.kind != "flat":
+            self._require_faiss(f"a {self.index_spec.kind} index")
         self._chunks: list[torch.Tensor] = []
         self._emb: torch.Tensor | None = None
+        self._key_chunks: list[np.ndarray] = []
+        self._keys: np.ndarray | None = None
+        self._next_key = 0
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (argsort of keys, sorted keys)
+        self._vindex: VectorIndex | None = None  # the built FAISS index (None: built when first needed)
+        self._built_spec: IndexSpec | None = None  # the resolved spec of the last index built or read
+        self._stored_trained_on: int | None = None  # what the manifest read said, until an index is attached
+        self._version = 0  # bumped by every change of content or index
+        self._finite_version = -1  # the version whose embeddings were last checked for NaN/inf
         self.ids: list[Any] = []
         self.metadata: list[dict[str, Any]] = []
 
@@ -123,7 +171,7 @@ class Gallery:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return f"Gallery({len(self)} × {self.embedding_dim}, metric={self.metric!r})"
+        return f"Gallery({len(self)} × {self.embedding_dim}, metric={self.metric!r}, index={self.index_spec.kind!r})"
 
     @property
     def embeddings(self) -> torch.Tensor:
@@ -134,34 +182,120 @@ class Gallery:
             self._chunks = [self._emb] if len(self) else []
         return self._emb
 
+    @property
+    def keys(self) -> np.ndarray:
+        """Each row's key (int64): the label of its vector in the FAISS index."""
+        if self._keys is None or len(self._keys) != len(self):
+            self._keys = np.concatenate(self._key_chunks) if self._key_chunks else np.zeros(0, dtype=np.int64)
+            self._key_chunks = [self._keys] if len(self) else []
+        return self._keys
+
+    def _changed(self) -> None:
+        self._emb, self._keys, self._lookup = None, None, None
+        self._version += 1
+
+    def _checked_rows(self, embeddings: Any, ids: Sequence[Any] | None, metadata: Sequence[dict[str, Any]] | None,
+                      what: str) -> tuple[torch.Tensor, list[Any], list[dict[str, Any]]]:
+        emb = _as_matrix(embeddings, what)
+        check_finite(emb, what)
+        if self.embedding_dim is not None and emb.shape[1] != self.embedding_dim:
+            raise ReidkitError(f"{what}: embeddings have width {emb.shape[1]}, the gallery holds "
+                               f"{self.embedding_dim}-d embeddings (same model expected)")
+        self.index_spec.check_width(int(emb.shape[1]))
+        n = int(emb.shape[0])
+        new_ids = list(range(len(self), len(self) + n)) if ids is None else list(ids)
+        if len(new_ids) != n:
+            raise ReidkitError(f"{what}: {len(new_ids)} ids for {n} embeddings")
+        meta = [{} for _ in range(n)] if metadata is None else [dict(m or {}) for m in metadata]
+        if len(meta) != n:
+            raise ReidkitError(f"{what}: {len(meta)} metadata entries for {n} embeddings")
+        return emb, new_ids, meta
+
+    def _append(self, emb: torch.Tensor, ids: list[Any], meta: list[dict[str, Any]]) -> None:
+        n = int(emb.shape[0])
+        if self.embedding_dim is None:
+            self.embedding_dim = int(emb.shape[1])
+        keys = np.arange(self._next_key, self._next_key + n, dtype=np.int64)
+        if self._vindex is not None:
+            self._vindex.add(emb, keys)  # only the new rows: no retraining, no rebuild
+        self._next_key += n
+        self._chunks.append(emb)
+        self._key_chunks.append(keys)
+        self.ids.extend(ids)
+        self.metadata.extend(meta)
+        self._changed()
+
     def add(self, embeddings: Any, ids: Sequence[Any] | None = None,
             metadata: Sequence[dict[str, Any]] | None = None) -> list[Any]:
-        """Append embeddings (N×D tensor/array, or one D vector); returns their ids (default 0, 1, 2, ...).
+        """Append embeddings (N×D tensor/array, or one D vector); returns their ids (default 0, 1, 2, ...). A
+        built FAISS index gets only the new vectors.
 
         Examples:
             >>> g = Gallery()
             >>> g.add(torch.randn(2, 3), ids=["x", "y"], metadata=[{"cam": 1}, {"cam": 2}])
             ['x', 'y']
         """
-        emb = _as_matrix(embeddings, "Gallery.add")
-        check_finite(emb, "Gallery.add")
-        if self.embedding_dim is None:
-            self.embedding_dim = int(emb.shape[1])
-        elif emb.shape[1] != self.embedding_dim:
-            raise ReidkitError(f"Gallery.add: embeddings have width {emb.shape[1]}, the gallery holds "
-                               f"{self.embedding_dim}-d embeddings (same model expected)")
-        n = int(emb.shape[0])
-        new_ids = list(range(len(self), len(self) + n)) if ids is None else list(ids)
-        if len(new_ids) != n:
-            raise ReidkitError(f"Gallery.add: {len(new_ids)} ids for {n} embeddings")
-        meta = [{} for _ in range(n)] if metadata is None else [dict(m or {}) for m in metadata]
-        if len(meta) != n:
-            raise ReidkitError(f"Gallery.add: {len(meta)} metadata entries for {n} embeddings")
-        self._chunks.append(emb)
-        self._emb = None
-        self.ids.extend(new_ids)
-        self.metadata.extend(meta)
+        emb, new_ids, meta = self._checked_rows(embeddings, ids, metadata, "Gallery.add")
+        self._append(emb, new_ids, meta)
         return new_ids
+
+    def matching(self, ids: Iterable[Any] = (), pids: Iterable[int] = (), paths: Iterable[str] = ()) -> np.ndarray:
+        """A boolean mask of the rows whose id is one of ``ids`` (ids compare with their type: 1, 1.0, "1" and
+        True are four ids), whose metadata ``pid`` is one of ``pids``, or whose id is an absolute path at or
+        under one of ``paths`` (absolute; how ``reidkit index`` records images)."""
+        want = {_typed(x) for x in ids}
+        want_pids = {int(p) for p in pids}
+        roots = [os.path.normpath(os.fspath(p)) for p in paths]
+        mask = np.zeros(len(self), dtype=bool)
+        for row, (x, md) in enumerate(zip(self.ids, self.metadata, strict=True)):
+            pid = md.get("pid")
+            mask[row] = (_typed(x) in want
+                         or (isinstance(pid, int) and not isinstance(pid, bool) and pid in want_pids)
+                         or (isinstance(x, str) and os.path.isabs(x) and any(within(x, r) for r in roots)))
+        return mask
+
+    def remove(self, ids: Iterable[Any] = (), *, pids: Iterable[int] = (), paths: Iterable[str] = ()) -> list[Any]:
+        """Remove the entries ``matching`` ``ids``, ``pids`` or ``paths``; returns their ids (gallery order). Flat
+        and IVF-PQ indexes drop their vectors; an HNSW graph keeps them as tombstones that searches skip, and is
+        rebuilt from the live rows when they pass ``HNSW_REBUILD_FRACTION`` of it.
+
+        Examples:
+            >>> g = Gallery(); _ = g.add(torch.eye(3), ids=["a", "b", "c"], metadata=[{"pid": 1}, {"pid": 2}, {"pid": 1}])
+            >>> g.remove(pids=[1]), g.ids
+            (['a', 'c'], ['b'])
+        """
+        mask = self.matching(ids, pids, paths)
+        if not mask.any():
+            return []
+        removed = [x for x, m in zip(self.ids, mask, strict=True) if m]
+        keep = ~mask
+        if self._vindex is not None:
+            self._vindex.remove(self.keys[mask])
+            if self._vindex.needs_rebuild:
+                self._vindex = None  # rebuilt from the live rows when next needed
+        emb, keys = self.embeddings[torch.from_numpy(keep)], self.keys[keep]
+        self._chunks, self._key_chunks = ([emb], [keys]) if len(keys) else ([], [])
+        self.ids = [x for x, k in zip(self.ids, keep, strict=True) if k]
+        self.metadata = [x for x, k in zip(self.metadata, keep, strict=True) if k]
+        self._changed()
+        return removed
+
+    def update(self, embeddings: Any, ids: Sequence[Any], metadata: Sequence[dict[str, Any]] | None = None
+               ) -> tuple[int, int]:
+        """Replace the entries with these ``ids`` by the new rows (every row holding such an id goes; the new
+        ones are appended, with new keys); ids the gallery does not hold are added. Returns (replaced, added).
+
+        Examples:
+            >>> g = Gallery(); _ = g.add(torch.eye(2), ids=["a", "b"])
+            >>> g.update(torch.ones(2, 2), ids=["a", "c"]), g.ids
+            ((1, 1), ['b', 'a', 'c'])
+        """
+        emb, new_ids, meta = self._checked_rows(embeddings, ids, metadata, "Gallery.update")
+        held = {_typed(x) for x in self.ids}
+        old = [x for x in new_ids if _typed(x) in held]
+        self.remove(old)
+        self._append(emb, new_ids, meta)
+        return len(old), len(new_ids) - len(old)
 
     def check_model(self, model_meta: dict[str, Any] | None, what: str = "query model") -> None:
         """Raise ``ReidkitError`` if ``model_meta`` describes a different model than the index's."""
@@ -172,12 +306,81 @@ class Gallery:
             raise GalleryIndexError(f"{what} ({describe_model(model_meta)}) differs from the model that built the "
                               f"index ({describe_model(self.model_meta)}); embed queries with the same model")
 
+    # ------------------------------------------------------------------ the FAISS index
+    def _require_faiss(self, what: str) -> None:
+        if self.use_faiss is False:
+            raise ReidkitError(f"{what} needs FAISS; use_faiss=False allows only the exact index")
+        knn.require_faiss(what)
+
+    def _faiss_on(self) -> bool:
+        if self.use_faiss:
+            knn.require_faiss("use_faiss=True")
+        return self.use_faiss is not False and knn.faiss_available()
+
+    def _ensure_index(self) -> VectorIndex:
+        """The FAISS index, built from the embeddings when there is none yet (IVF-PQ trains then)."""
+        if self._vindex is None:
+            spec = self._built_spec or self.index_spec
+            self._vindex = VectorIndex.build(spec, self.embeddings, self.keys, self.metric)
+            self._built_spec = self._vindex.spec
+        return self._vindex
+
+    def rebuild_index(self, index: str | IndexSpec | None = None, **params: int | None) -> None:
+        """Build the FAISS index again from the embeddings: ``index`` (a kind or an ``IndexSpec``) to change it,
+        ``params`` (``IndexSpec`` fields) to change parameters of the kind; without them, the same kind and
+        parameters (those left to be chosen at build time, like IVF-PQ's ``nlist``, chosen again for the
+        gallery's current size), so IVF-PQ retrains on the current gallery and HNSW drops its tombstones.
+
+        Examples:
+            >>> g.rebuild_index("hnsw", ef_search=128)  # doctest: +SKIP
+        """
+        spec = IndexSpec.make(index if index is not None else self.index_spec, **params)
+        self._require_faiss(f"a {spec.kind} index")
+        self._vindex = VectorIndex.build(spec, self.embeddings, self.keys, self.metric)
+        self.index_spec, self._built_spec = spec, self._vindex.spec
+        self._version += 1
+
+    @property
+    def trained_on(self) -> int | None:
+        """How many vectors trained the IVF-PQ index (None for other kinds, or before it is built)."""
+        return self._vindex.trained_on if self._vindex is not None else self._stored_trained_on
+
+    def describe_index(self) -> str:
+        """The index kind with its parameters, for messages: ``"ivfpq (nlist 400, m 64, nbits 8, nprobe 16;
+        trained on 25,600 vectors)"``."""
+        spec = self._vindex.spec if self._vindex is not None else self.index_spec
+        fields = ", ".join(f"{k} {v}" for k, v in spec.fields().items() if v is not None)
+        text = spec.kind + (" (exact)" if spec.kind == "flat" else f" ({fields}")
+        if spec.kind != "flat":
+            text += f"; trained on {self.trained_on:,} vectors)" if self.trained_on else ")"
+        return text
+
+    def _check_gallery_finite(self) -> None:
+        if self._finite_version != self._version:
+            check_finite(self.embeddings, "Gallery.search gallery")
+            self._finite_version = self._version
+
+    def _rows_of(self, found: np.ndarray) -> np.ndarray:
+        """Gallery rows of the keys FAISS found (-1 for none or an unknown key)."""
+        if self._lookup is None:
+            order = np.argsort(self.keys, kind="stable")
+            self._lookup = (order, self.keys[order])
+        order, sorted_keys = self._lookup
+        pos = np.searchsorted(sorted_keys, found).clip(max=max(len(sorted_keys) - 1, 0))
+        rows = order[pos] if len(order) else np.full(found.shape, -1)
+        rows[(found < 0) | (sorted_keys[pos] != found)] = -1
+        return rows.astype(np.int64)
+
     # ------------------------------------------------------------------ search
-    def search_arrays(self, query: Any, k: int = 10, rerank: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def search_arrays(self, query: Any, k: int = 10, rerank: bool = False, nprobe: int | None = None,
+                      ef_search: int | None = None, refine: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances (Q, k') and row indices (Q, k') of the nearest rows, k' = min(k, len(self)).
 
-        With ``rerank=True`` the distances are k-reciprocal re-ranked (Zhong et al. 2017; exact, O(N²) memory
-        in the gallery size, meant for galleries up to a few tens of thousands).
+        ``nprobe``, ``refine`` (IVF-PQ) and ``ef_search`` (HNSW) override the index's search parameters for this
+        call (``IndexSpec``).
+        With ``rerank=True`` the distances are k-reciprocal re-ranked (Zhong et al. 2017; exact over all
+        embeddings, O(N²) memory in the gallery size, meant for galleries up to a few tens of thousands; the
+        FAISS index is not used).
         """
         q = _as_matrix(query, "Gallery.search")
         check_finite(q, "Gallery.search query")
@@ -187,27 +390,58 @@ class Gallery:
             raise ReidkitError(f"Gallery.search: query width {q.shape[1]} differs from the gallery's "
                                f"{self.embedding_dim}")
         g = self.embeddings
-        check_finite(g, "Gallery.search gallery")
+        self._check_gallery_finite()
         if k < 1:
             raise ReidkitError(f"Gallery.search: k must be at least 1, got {k}")
-        if not rerank:
-            dists, idx = k_nearest(q, g, k, self.metric, use_faiss=self.use_faiss)
+        kind = self.index_spec.kind
+        check_search_params(kind, nprobe, ef_search, refine)
+        if rerank:
+            from reidkit.eval.rerank import rerank_distance
+
+            d = rerank_distance(q, g, metric=self.metric).float().cpu()
+            dv, iv = torch.topk(d, min(k, len(self)), dim=1, largest=False, sorted=True)
+            return dv, iv
+        if not self._faiss_on():
+            if kind != "flat" and self.use_faiss is None:
+                warnings.warn(f"FAISS is not installed: this {kind} index is searched exactly, by torch "
+                              f"({knn.FAISS_INSTALL})", stacklevel=2)
+            dists, idx = k_nearest(q, g, k, self.metric, use_faiss=False)
             return dists.float().cpu(), idx.long().cpu()
-        from reidkit.eval.rerank import rerank_distance
+        k = min(k, len(self))
+        vindex = self._ensure_index()
+        fetch = min(len(self), k * (refine or vindex.spec.refine)) if kind == "ivfpq" else k
+        raw, found = vindex.search(q, fetch, nprobe, ef_search)
+        rows = self._rows_of(found)
+        if kind == "flat" and bool((rows >= 0).all()):
+            return from_faiss_distances(raw, self.metric).float(), torch.from_numpy(rows)
+        return self._rescored(q, g, rows, k)
 
-        d = rerank_distance(q, g, metric=self.metric).float().cpu()
-        dv, iv = torch.topk(d, min(k, len(self)), dim=1, largest=False, sorted=True)
-        return dv, iv
+    def _rescored(self, q: torch.Tensor, g: torch.Tensor, rows: np.ndarray, k: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k best of the candidates ``rows`` (Q×C, -1: none) scored exactly, sorted; a query with fewer
+        than k candidates is searched exactly instead."""
+        short = torch.from_numpy((rows >= 0).sum(axis=1) < k)
+        cand = torch.from_numpy(rows.clip(min=0))
+        dist = candidate_distances(q, g, cand, self.metric).float()
+        dist[torch.from_numpy(rows < 0)] = float("inf")
+        order = torch.argsort(dist, dim=1, stable=True)[:, :k]
+        dist, idx = dist.gather(1, order), cand.gather(1, order)
+        if bool(short.any()):
+            d_ex, i_ex = k_nearest(q[short], g, k, self.metric, use_faiss=False)
+            dist[short], idx[short] = d_ex.float(), i_ex.long()
+        return dist, idx
 
-    def search(self, query: Any, k: int = 10, rerank: bool = False) -> list[list[SearchResult]]:
-        """The k nearest gallery entries for each query row (a single D vector counts as one query).
+    def search(self, query: Any, k: int = 10, rerank: bool = False, nprobe: int | None = None,
+               ef_search: int | None = None, refine: int | None = None) -> list[list[SearchResult]]:
+        """The k nearest gallery entries for each query row (a single D vector counts as one query);
+        ``nprobe``, ``ef_search`` and ``refine`` as in ``search_arrays``.
 
         Examples:
             >>> g = Gallery(); _ = g.add(torch.eye(2), ids=["a", "b"])
             >>> [r.id for r in g.search(torch.tensor([0.0, 1.0]), k=2)[0]]
             ['b', 'a']
         """
-        dists, idx = self.search_arrays(query, k, rerank)
+        dists, idx = self.search_arrays(query, k, rerank, nprobe, ef_search, refine)
         return [[SearchResult(self.ids[j], float(d), self.metadata[j], int(j))
                  for d, j in zip(drow.tolist(), irow.tolist(), strict=True)]
                 for drow, irow in zip(dists, idx, strict=True)]
@@ -218,7 +452,8 @@ class Gallery:
         """Write the gallery to ``directory`` (created if needed); an existing index is replaced atomically,
         under the index's lock. ``model``, the network that made the embeddings (a PyTorch model, or the
         path of its ONNX file), is stored in the index as ``model.safetensors`` (or ``model.onnx``), so that
-        adding to it and searching it need nothing else.
+        adding to it and searching it need nothing else. The FAISS index is built first if it is not yet
+        (IVF-PQ trains then).
 
         Examples:
             >>> g.save("my_index")  # doctest: +SKIP
@@ -235,7 +470,18 @@ class Gallery:
         if os.path.lexists(out / MANIFEST):
             with contextlib.suppress(GalleryIndexError):  # a damaged index being replaced: its files stay
                 old = _read_manifest(out)
-        name = f"embeddings-{uuid.uuid4().hex[:12]}.safetensors"
+        kind = self.index_spec.kind
+        vindex = None
+        if self._faiss_on():
+            vindex = self._ensure_index()
+        elif kind != "flat":
+            self._require_faiss(f"writing a {kind} index")
+        generation = uuid.uuid4().hex[:12]
+        name = f"embeddings-{generation}.safetensors"
+        faiss_name = f"faiss-{generation}.index" if vindex is not None else None
+        index: dict[str, Any] = {"kind": kind, **self.index_spec.fields(), "file": faiss_name}
+        if vindex is not None and vindex.built():
+            index["built"] = vindex.built()
         manifest = {
             "format": "reidkit-index",
             "format_version": FORMAT_VERSION,
@@ -243,6 +489,7 @@ class Gallery:
             "embedding_dim": self.embedding_dim,
             "count": len(self),
             "embeddings_file": name,
+            "index": index,
             "model": self.model_meta,
             "ids": self.ids,
             "metadata": self.metadata,
@@ -252,14 +499,24 @@ class Gallery:
         except (TypeError, ValueError) as exc:
             raise ReidkitError(f"{out}: ids and metadata must be JSON values (str, int, float, lists, dicts): "
                                f"{exc}") from exc
-        save_tensors(out / name, {"embeddings": self.embeddings})
+        if old:
+            _remove_orphans(out, {old["embeddings_file"], old["index"]["file"]})
+        written = [out / name]
         try:
+            save_tensors(out / name, {"embeddings": self.embeddings, "keys": torch.from_numpy(self.keys)})
+            if vindex is not None and faiss_name is not None:
+                written.append(out / faiss_name)
+                with atomic_path(out / faiss_name) as tmp:
+                    vindex.write(tmp)
             atomic_write_json(out / MANIFEST, manifest, indent=1)
         except BaseException:
-            (out / name).unlink(missing_ok=True)
+            for p in written:
+                p.unlink(missing_ok=True)
             raise
-        if old and old["embeddings_file"] != name:
-            (out / old["embeddings_file"]).unlink(missing_ok=True)
+        if old:
+            for stale in (old["embeddings_file"], old["index"]["file"]):
+                if stale and stale not in (name, faiss_name):
+                    (out / stale).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], use_faiss: bool | None = None) -> Gallery:
@@ -271,28 +528,46 @@ class Gallery:
         d = Path(directory)
         for _ in range(_LOAD_ATTEMPTS):
             m = _read_manifest(d)
-            emb_path = d / m["embeddings_file"]
             try:
-                st = os.lstat(emb_path)
-            except FileNotFoundError:
-                # a writer replaced the manifest and removed this generation since we read it: read it again
-                if _read_manifest(d)["embeddings_file"] != m["embeddings_file"]:
-                    continue
-                raise GalleryIndexError(f"{d}: damaged index (its embeddings file {m['embeddings_file']} is "
-                                        "missing); rebuild it with 'reidkit index build'") from None
-            if not stat.S_ISREG(st.st_mode):
-                raise GalleryIndexError(f"{emb_path}: not a regular file (a link or a special file); an index "
-                                        "reads only its own files")
-            try:
-                tensors, _ = load_tensors(emb_path)
-            except CheckpointError as exc:
-                if not emb_path.exists() and _read_manifest(d)["embeddings_file"] != m["embeddings_file"]:
-                    continue  # removed by a writer while we opened it
-                raise GalleryIndexError(f"{d}: damaged index ({exc}); rebuild it with 'reidkit index build'") \
-                    from None
-            return cls._from_manifest(d, m, tensors, use_faiss)
+                tensors = _read_generation_file(d, m, m["embeddings_file"], _load_embeddings)
+                if tensors is None:
+                    raise GalleryIndexError(f"{d}: damaged index (its embeddings file {m['embeddings_file']} is "
+                                            "missing); rebuild it with 'reidkit index build'")
+                g = cls._from_manifest(d, m, tensors, use_faiss)
+                g._read_index(d, m)
+            except _Replaced:
+                continue
+            return g
         raise GalleryIndexError(f"{d}: the index kept changing while it was read ({_LOAD_ATTEMPTS} times); "
                                 "try again when its writers have finished")
+
+    def _read_index(self, d: Path, m: dict[str, Any]) -> None:
+        """Attach the approximate index of the manifest's generation (the exact one is rebuilt from the
+        embeddings when first needed); a missing or damaged file is one warning, and a rebuild."""
+        spec, name = self.index_spec, m["index"]["file"]
+        if spec.kind == "flat" or not (self.use_faiss is not False and knn.faiss_available()):
+            return
+        why = "it names no FAISS file"
+        if name is not None:
+            def read(path: Path) -> VectorIndex:
+                return VectorIndex.read(path, spec, self.embedding_dim or 0, self.metric, self.keys,
+                                        m["index"]["built"])
+            try:
+                vindex = _read_generation_file(d, m, name, read)
+            except (ValueError, RuntimeError, MemoryError, OSError) as exc:  # FaissLayoutError is a ValueError
+                vindex, why = None, f"{name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            else:
+                why = f"{name} is missing"
+            if vindex is not None:
+                self._vindex, self._built_spec = vindex, vindex.spec
+                if len(vindex.dead):
+                    self._next_key = max(self._next_key, int(vindex.dead.max()) + 1)
+                return
+        built = m["index"]["built"]
+        if spec.kind == "ivfpq" and built.get("nlist") and built.get("m"):
+            self._built_spec = IndexSpec.make(spec, nlist=built["nlist"], m=built["m"])
+        warnings.warn(f"{d}: damaged {spec.kind} index ({why}); rebuilt from the embeddings in memory (the next "
+                      "write to the index stores it)", stacklevel=3)
 
     @classmethod
     def _from_manifest(cls, d: Path, m: dict[str, Any], tensors: dict[str, torch.Tensor],
@@ -312,10 +587,14 @@ class Gallery:
         if n and m["embedding_dim"] is not None and m["embedding_dim"] != width:
             raise GalleryIndexError(f"{d}: damaged index (embeddings of width {width}, manifest says "
                                     f"{m['embedding_dim']})")
+        keys = _checked_keys(tensors.get("keys"), n, d)
         g = cls(embedding_dim=m["embedding_dim"] or (width if n else None), metric=m["metric"],
                 model_meta=m["model"], use_faiss=use_faiss)
+        g.index_spec = m["index"]["spec"]  # set here: reading (and searching exactly) needs no FAISS
+        g._stored_trained_on = m["index"]["built"].get("trained_on")
         if n:
-            g._chunks = [emb.float()]
+            g._chunks, g._key_chunks = [emb.float()], [keys]
+            g._next_key = int(keys.max()) + 1
         g.ids, g.metadata = list(m["ids"]), [dict(x) for x in m["metadata"]]
         return g
 
@@ -361,27 +640,87 @@ def index_lock(directory: str | os.PathLike[str], wait: float | None = None) -> 
         os.close(fd)
 
 
+def _edit_index(directory: str | os.PathLike[str], change: Callable[[Gallery], T]) -> tuple[T, int]:
+    """Under the index's lock: read the index as it is now, apply ``change``, save a new generation if it
+    changed anything. Returns (what ``change`` returned, rows in the index now)."""
+    d = Path(directory)
+    with index_lock(d):
+        g = Gallery.load(d)
+        before = g._version
+        result = change(g)
+        if g._version != before:
+            g._save_locked(d)
+        return result, len(g)
+
+
 def add_to_index(directory: str | os.PathLike[str], embeddings: Any, ids: Sequence[Any],
                  metadata: Sequence[dict[str, Any]], model_meta: dict[str, Any] | None = None) -> tuple[int, int]:
     """Add rows to the index in ``directory`` without losing anyone else's: under the index's lock, read the
-    index as it is now, append the rows whose id it does not hold yet, save. ``model_meta`` (the model that
-    made ``embeddings``) must still be the index's. Returns (rows added, rows in the index now).
+    index as it is now, append the rows whose id it does not hold yet (only their vectors go into its FAISS
+    index), save. ``model_meta`` (the model that made ``embeddings``) must still be the index's. Returns (rows
+    added, rows in the index now).
 
     Examples:
         >>> add_to_index("my_index", feats, ["a.jpg"], [{"path": "a.jpg"}])  # doctest: +SKIP
         (1, 21)
     """
-    d = Path(directory)
-    with index_lock(d):
-        g = Gallery.load(d)
+    def change(g: Gallery) -> int:
         g.check_model(model_meta, what="the model of these embeddings")
-        known = set(g.ids)
-        keep = [i for i, x in enumerate(ids) if x not in known]
+        known = {_typed(x) for x in g.ids}
+        keep = [i for i, x in enumerate(ids) if _typed(x) not in known]
         if keep:
             rows = _as_matrix(embeddings, "add_to_index")
             g.add(rows[keep], ids=[ids[i] for i in keep], metadata=[metadata[i] for i in keep])
-            g._save_locked(d)
-        return len(keep), len(g)
+        return len(keep)
+
+    return _edit_index(directory, change)
+
+
+def remove_from_index(directory: str | os.PathLike[str], ids: Iterable[Any] = (), *, pids: Iterable[int] = (),
+                      paths: Iterable[str] = ()) -> tuple[list[Any], int]:
+    """Remove entries from the index in ``directory`` (``Gallery.remove``: by id, pid or image path), under its
+    lock, as it is at that moment. Returns (the removed entries' ids, rows in the index now).
+
+    Examples:
+        >>> remove_from_index("my_index", pids=[17])  # doctest: +SKIP
+        (['/data/crops/0017_c1_01.jpg', '/data/crops/0017_c3_02.jpg'], 19)
+    """
+    ids, pids, paths = list(ids), list(pids), list(paths)  # the change may run after other writers
+    return _edit_index(directory, lambda g: g.remove(ids, pids=pids, paths=paths))
+
+
+def update_index(directory: str | os.PathLike[str], embeddings: Any, ids: Sequence[Any],
+                 metadata: Sequence[dict[str, Any]], model_meta: dict[str, Any] | None = None
+                 ) -> tuple[int, int, int]:
+    """Replace (or add) entries by id in the index in ``directory`` (``Gallery.update``), under its lock, as it is
+    at that moment. ``model_meta`` must still be the index's. Returns (replaced, added, rows in the index now).
+
+    Examples:
+        >>> update_index("my_index", feats, ["/data/crops/a.jpg"], [{"path": "/data/crops/a.jpg"}])  # doctest: +SKIP
+        (1, 0, 20)
+    """
+    def change(g: Gallery) -> tuple[int, int]:
+        g.check_model(model_meta, what="the model of these embeddings")
+        return g.update(embeddings, ids, metadata)
+
+    (replaced, added), total = _edit_index(directory, change)
+    return replaced, added, total
+
+
+def rebuild_index(directory: str | os.PathLike[str], index: str | IndexSpec | None = None,
+                  **params: int | None) -> tuple[str, int]:
+    """Rebuild the FAISS index of the index in ``directory`` from its embeddings (``Gallery.rebuild_index``:
+    another kind or parameters, or a retraining), under its lock. Returns (``describe_index()``, rows).
+
+    Examples:
+        >>> rebuild_index("my_index", "ivfpq", nlist=1024)  # doctest: +SKIP
+        ('ivfpq (nlist 1024, m 64, nbits 8, nprobe 16; trained on 65,536 vectors)', 250000)
+    """
+    def change(g: Gallery) -> str:
+        g.rebuild_index(index, **params)
+        return g.describe_index()
+
+    return _edit_index(directory, change)
 
 
 def _store_model(model: torch.nn.Module | str | os.PathLike[str], out: Path) -> None:
@@ -434,7 +773,72 @@ def readable_entry(directory: str | os.PathLike[str], path: str,
     return full if any(inside(full, r) for r in (directory, *roots)) else None
 
 
-_EMBEDDINGS_NAME = re.compile(r"embeddings-[0-9a-f]+\.safetensors")
+_EMBEDDINGS_NAME = re.compile(r"embeddings-([0-9a-f]+)\.safetensors")
+# a generation's files, and the temporary files of a writer killed while writing them (``atomic_path``)
+_GENERATION_FILE = re.compile(r"\.?(embeddings-[0-9a-f]+\.safetensors|faiss-[0-9a-f]+\.index)(\.[^/]+\.tmp)?")
+
+
+class _Replaced(Exception):
+    """A generation file vanished because a writer replaced the index meanwhile: read the manifest again."""
+
+
+def _typed(x: Any) -> tuple[str, Any]:
+    """An id as a set member that tells 1, 1.0, True and "1" apart."""
+    return type(x).__name__, x
+
+
+def _read_generation_file(d: Path, m: dict[str, Any], name: str, reader: Callable[[Path], T]) -> T | None:
+    """``reader(path)`` of the generation file ``name`` named by the manifest ``m``; None when it is missing
+    (and the manifest still names it); ``_Replaced`` when a writer replaced the generation meanwhile; a
+    one-line error for a link or a special file."""
+    path = d / name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if _read_manifest(d)["embeddings_file"] != m["embeddings_file"]:
+            raise _Replaced from None
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise GalleryIndexError(f"{path}: not a regular file (a link or a special file); an index reads only its "
+                                "own files")
+    try:
+        return reader(path)
+    except (ReidkitError, ValueError, RuntimeError, OSError):
+        if not path.exists() and _read_manifest(d)["embeddings_file"] != m["embeddings_file"]:
+            raise _Replaced from None  # removed by a writer while we read it
+        raise
+
+
+def _load_embeddings(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_tensors(path)[0]
+    except CheckpointError as exc:
+        raise GalleryIndexError(f"{path.parent}: damaged index ({exc}); rebuild it with 'reidkit index build'") \
+            from None
+
+
+def _checked_keys(keys: torch.Tensor | None, n: int, d: Path) -> np.ndarray:
+    """The rows' keys from the embeddings file (0..n-1 for an index written before keys existed), checked:
+    int64, one per row, distinct, within 0..MAX_KEY."""
+    if keys is None:
+        return np.arange(n, dtype=np.int64)
+    if keys.dtype != torch.int64 or tuple(keys.shape) != (n,):
+        raise GalleryIndexError(f"{d}: damaged index (keys of dtype {keys.dtype} and shape {tuple(keys.shape)}; "
+                                f"expected {n} int64)")
+    out = keys.numpy().astype(np.int64, copy=True)
+    if n and (out.min() < 0 or out.max() >= MAX_KEY or len(np.unique(out)) != n):
+        raise GalleryIndexError(f"{d}: damaged index (keys repeated or outside 0..2^62)")
+    return out
+
+
+def _remove_orphans(out: Path, current: set[str | None]) -> None:
+    """Remove the generation files (and their temporary files) a killed writer left in ``out``: under the lock,
+    any such file the manifest does not name was never part of a published generation."""
+    with contextlib.suppress(OSError):
+        for p in out.iterdir():
+            if _GENERATION_FILE.fullmatch(p.name) and p.name not in current and not p.is_symlink():
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
 
 def _read_manifest(d: Path) -> dict[str, Any]:
@@ -489,11 +893,48 @@ def _check_manifest(m: Any, path: Path) -> dict[str, Any]:
     if not isinstance(count, int) or isinstance(count, bool):
         raise bad("'count' must be an integer")
     m["count"], m["embedding_dim"] = count, dim
+    m["index"] = _check_index_section(m.get("index"), m["embeddings_file"], dim, bad, path)
     if m.get("model") is not None:
         check_model_meta(m["model"], path, registered=False)
     else:
         m["model"] = None
     return m
+
+
+def _check_index_section(sec: Any, embeddings_file: str, dim: int | None, bad: Callable[[str], Exception],
+                         path: Path) -> dict[str, Any]:
+    """The manifest's ``index`` (absent before format 2: an exact index without a file) as ``{"spec":
+    IndexSpec, "file": name or None, "built": {...}}``, checked: a known kind, parameters within bounds, a FAISS
+    file of the embeddings' generation."""
+    if sec is None:
+        return {"spec": IndexSpec(), "file": None, "built": {}}
+    if not isinstance(sec, dict) or sec.get("kind") not in ("flat", "ivfpq", "hnsw"):
+        raise bad("'index' must be a mapping whose kind is flat, ivfpq or hnsw")
+    params = {k: sec.get(k) for k in IndexSpec.make(sec["kind"]).fields()}
+    try:
+        spec = IndexSpec.make(sec["kind"], **params)
+        if dim:
+            spec.check_width(dim)
+    except ReidkitError as exc:
+        raise bad(f"'index': {exc}") from None
+    name = sec.get("file")
+    generation = _EMBEDDINGS_NAME.fullmatch(embeddings_file).group(1)  # type: ignore[union-attr]
+    if name is not None and name != f"faiss-{generation}.index":
+        raise GalleryIndexError(f"{path}: 'index.file' must be faiss-{generation}.index (the embeddings' "
+                                "generation) inside the index folder, or null")
+    built = sec.get("built", {})
+    if not isinstance(built, dict) or set(built) - {"nlist", "m", "trained_on"}:
+        raise bad("'index.built' must be a mapping of nlist, m and trained_on")
+    try:
+        for key in ("nlist", "m"):
+            check_param(key, built.get(key), "'index.built'")
+    except ReidkitError as exc:
+        raise bad(str(exc)) from None
+    trained = built.get("trained_on")
+    if trained is not None and not (isinstance(trained, int) and not isinstance(trained, bool)
+                                    and 0 <= trained <= BOUNDS["nlist"][1] * 65_536):
+        raise bad("'index.built.trained_on' must be a non-negative integer")
+    return {"spec": spec, "file": name, "built": built}
 
 
 def model_fingerprint(meta: dict[str, Any]) -> str:

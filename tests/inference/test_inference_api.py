@@ -14,6 +14,7 @@ from PIL import Image
 
 import reidkit
 from reidkit.errors import CheckpointError, ReidkitError
+from reidkit.eval.knn import faiss_available
 from reidkit.inference.gallery import Gallery
 
 
@@ -150,7 +151,11 @@ def test_gallery_save_replaces_atomically_and_checks(tmp_path: Path) -> None:
     gal.add(torch.randn(3, 4))
     gal.save(tmp_path / "idx")
     files = sorted(p.name for p in (tmp_path / "idx").iterdir() if not p.name.startswith("."))  # not the lock
-    assert first not in files and len(files) == 2 and len(Gallery.load(tmp_path / "idx")) == 8
+    generation = json.loads((tmp_path / "idx" / "manifest.json").read_text())["embeddings_file"][11:-12]
+    # one generation: the embeddings and their FAISS index (when FAISS is installed), and the manifest
+    assert first not in files and len(Gallery.load(tmp_path / "idx")) == 8
+    assert files == sorted([f"embeddings-{generation}.safetensors", "manifest.json",
+                            *([f"faiss-{generation}.index"] if faiss_available() else [])])
     with pytest.raises(ReidkitError, match="width"):
         gal.add(torch.randn(2, 5))
     with pytest.raises(ReidkitError, match="NaN"):

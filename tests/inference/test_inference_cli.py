@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from reidkit.cli import main
+from reidkit.eval import knn as knn_mod
 from reidkit.inference.features import read_dataset_features, read_folder_features
 
 
@@ -210,3 +211,88 @@ def test_search_refuses_nan_features(tmp_path: Path, stadb_file: Path, gallery_d
     with pytest.raises(Exception, match="NaN") as err:
         Gallery.load(tmp_path / "idx").search(v[0], k=2)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not knn_mod.faiss_available(), reason="faiss is not installed")
+def test_index_approx_remove_update_rebuild(stadb_file: Path, synth_root: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An HNSW index through the CLI: build with its options recorded, search with an override, remove by pid,
+    path, id and CSV (never found again), update (re-embedded, replaced), rebuild exact; each mistake one line."""
+    from reidkit.inference.gallery import Gallery
+
+    gallery = synth_root / "bounding_box_test"
+    qdir = synth_root / "query"
+    idx = tmp_path / "idx"
+    base = ["--no-progress", "--device", "cpu"]
+    assert main(["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out", str(idx),
+                 "--approx", "hnsw", "--ef-search", "32", *base]) == 0
+    assert "hnsw (hnsw_m 32, ef_construction 40, ef_search 32)" in capsys.readouterr().out
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert manifest["index"]["kind"] == "hnsw" and manifest["index"]["ef_search"] == 32
+    assert (idx / manifest["index"]["file"]).is_file()
+    n = len(list(gallery.glob("*.jpg")))
+    assert main(["search", str(idx), "--query", str(qdir), "--k", "5", "--ef-search", "100", "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["index_kind"] == "hnsw" and all(len(r["matches"]) == 5 for r in res["results"])
+    # remove: every entry of pid 4, one file by path, one by id, one through a CSV
+    assert main(["index", "remove", str(idx), "--pids", "4"]) == 0
+    assert f"removed 6 entries, now {n - 6}" in capsys.readouterr().out
+    files = sorted(p for p in gallery.glob("*.jpg") if not p.name.startswith("0004_"))
+    assert main(["index", "remove", str(idx), "--paths", str(files[0])]) == 0
+    assert main(["index", "remove", str(idx), "--ids", str(files[1].absolute())]) == 0
+    listing = tmp_path / "forget.csv"
+    listing.write_text(f"path\n{files[2]}\n")
+    assert main(["index", "remove", str(idx), "--csv", str(listing)]) == 0
+    assert main(["index", "remove", str(idx), "--ids", "no-such-entry"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("removed 1 entry, now") == 3 and f"removed 0 entries (no entry matched the ids given), now {n - 9}" in out
+    gone = {str(p.absolute()) for p in [*gallery.glob("0004_*.jpg"), *files[:3]]}
+    assert main(["search", str(idx), "--query", str(gallery), "--k", str(n), "--device", "cpu"]) == 0
+    found = {m["path"] for r in json.loads(capsys.readouterr().out)["results"] for m in r["matches"]}
+    assert len(found) == n - 9 and not found & gone
+    # update: the whole folder re-embedded; the 9 removed come back, the rest are replaced (new keys)
+    keys_before = set(Gallery.load(idx).keys.tolist())
+    assert main(["index", "update", str(idx), "--images", str(gallery), *base]) == 0
+    assert f"replaced {n - 9} images, added 9 (0 unreadable), now {n}" in capsys.readouterr().out
+    after = Gallery.load(idx)
+    assert len(after) == n and not set(after.keys.tolist()) & keys_before
+    hits = after.search(after.embeddings, k=1)
+    assert [h[0].id for h in hits] == after.ids  # each entry is its own nearest
+    # rebuild as exact; options of another kind are one line
+    assert main(["index", "rebuild", str(idx), "--approx", "none"]) == 0
+    assert "rebuilt its FAISS index over 19 entries: flat (exact)" in capsys.readouterr().out
+    for argv, line in (
+        (["index", "rebuild", str(idx), "--ef-search", "5"], "ef_search is a parameter of an hnsw index"),
+        (["index", "rebuild", str(idx), "--approx", "hnsw", "--nlist", "4"], "--nlist applies to --approx ivfpq"),
+        (["search", str(idx), "--query", str(qdir), "--nprobe", "3"], "nprobe applies to an ivfpq index"),
+        (["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out", str(tmp_path / "b"),
+          "--approx", "ivfpq", *base], "19 vectors are too few to train 256 codewords"),
+        (["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out", str(tmp_path / "c"),
+          "--nlist", "4", *base], "--nlist applies to --approx ivfpq, not to an exact index"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("reidkit: error:") and line in err[0], (argv, err)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_index_without_faiss(stadb_file: Path, synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Without FAISS: an exact index builds, searches and takes removals (no FAISS file); --approx is one line
+    saying what to install, before any image is embedded."""
+    monkeypatch.setattr(knn_mod, "faiss_available", lambda: False)
+    gallery = synth_root / "bounding_box_test"
+    idx = tmp_path / "idx"
+    base = ["--no-progress", "--device", "cpu"]
+    assert main(["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out", str(idx),
+                 *base]) == 0
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert manifest["index"] == {"kind": "flat", "file": None}
+    assert main(["index", "remove", str(idx), "--pids", "4"]) == 0
+    assert main(["search", str(idx), "--query", str(synth_root / "query"), "--k", "3", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out",
+                 str(tmp_path / "a"), "--approx", "hnsw", *base]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["reidkit: error: --approx hnsw needs FAISS, which is not installed: pip install 'reidkit[faiss]' "
+                   "(or pip install faiss-cpu)"]

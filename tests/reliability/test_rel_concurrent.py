@@ -2,7 +2,8 @@
 
 - two ``reidkit index add`` on one index at once both land (they used to both say "now 16" and leave 16
   entries instead of 20): writers take the index's lock, and ``add_to_index`` re-reads the index under it
-  and merges;
+  and merges; so do an ``index add`` and an ``index remove`` at once, and the FAISS index (HNSW here, whose
+  file each writer rewrites) holds exactly the entries the manifest lists;
 - a reader that loads the index while a writer replaces it never sees a false "damaged index": when the
   embeddings file it was told about is removed under it, it reads the manifest again;
 - a writer that waits too long for the lock gets one line naming the process that holds it.
@@ -14,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,15 +36,31 @@ def _image_sets(synth_root: Path, tmp_path: Path, n_sets: int, per_set: int) -> 
     return sets
 
 
-def test_two_index_adds_at_once_lose_nothing(rel_weights, synth_root, tmp_path, cli, child_env):
-    """Two 'reidkit index add' processes started together on one index, each adding its own images: both
-    exit 0 and the index holds every image once (it used to keep only the last writer's)."""
+def _whole(idx: Path):  # type: ignore[no-untyped-def]
+    """The index, loaded without any warning (its FAISS file is the manifest's generation and whole), checked:
+    the FAISS index holds exactly its rows, each row its own nearest entry."""
     from reidkit.inference.gallery import Gallery
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = Gallery.load(idx)
+    manifest = json.loads((idx / "manifest.json").read_text())
+    assert sorted(p.name for p in idx.glob("embeddings-*")) == [manifest["embeddings_file"]]
+    assert sorted(p.name for p in idx.glob("faiss-*")) == [manifest["index"]["file"]]
+    if g._vindex is not None:
+        assert g._vindex.ntotal - len(g._vindex.dead) == len(g)
+    assert [h[0].id for h in g.search(g.embeddings, k=1)] == g.ids
+    return g
+
+
+def test_two_index_adds_at_once_lose_nothing(rel_weights, synth_root, tmp_path, cli, child_env):
+    """Two 'reidkit index add' processes started together on one HNSW index, each adding its own images: both
+    exit 0 and the index holds every image once (it used to keep only the last writer's), in its FAISS index
+    too."""
     base, first, second = _image_sets(synth_root, tmp_path, 3, 4)
     idx = tmp_path / "index"
     res = cli(["index", "build", "--checkpoint", rel_weights, "--images", base, "--out", idx, "--device", "cpu",
-               "--no-progress", "--engine", "torch"], timeout=300)
+               "--no-progress", "--engine", "torch", "--approx", "hnsw"], timeout=300)
     assert res.returncode == 0, res.stderr
     assert (idx / "model.safetensors").is_file()  # the index carries its model: 'add' needs nothing else
     procs = [subprocess.Popen([sys.executable, "-m", "reidkit", "index", "add", str(idx), "--images", str(d),
@@ -55,17 +73,38 @@ def test_two_index_adds_at_once_lose_nothing(rel_weights, synth_root, tmp_path, 
         assert "added 4 images" in out, out
     totals = sorted(int(out.rsplit("now ", 1)[1]) for out, _ in outs)
     assert totals[-1] == 12 and totals[0] in (8, 12)
-    g = Gallery.load(idx)
+    g = _whole(idx)
     want = {str(p.resolve()) for d in (base, first, second) for p in d.glob("*.jpg")}
-    assert len(g) == 12 and set(g.ids) == want and len(set(g.ids)) == 12
-    manifest = json.loads((idx / "manifest.json").read_text())
-    assert sorted(p.name for p in idx.glob("embeddings-*")) == [manifest["embeddings_file"]]
+    assert len(g) == 12 and set(g.ids) == want and len(set(g.ids)) == 12 and g.index_spec.kind == "hnsw"
 
+
+def test_an_add_and_a_remove_at_once_both_land(rel_weights, synth_root, tmp_path, cli, child_env):
+    """'reidkit index add' and 'reidkit index remove' started together on one HNSW index: the added images are
+    in, the removed ones out, whichever took the lock first."""
+    base, extra = _image_sets(synth_root, tmp_path, 2, 4)
+    idx = tmp_path / "index"
+    res = cli(["index", "build", "--checkpoint", rel_weights, "--images", base, "--out", idx, "--device", "cpu",
+               "--no-progress", "--engine", "torch", "--approx", "hnsw"], timeout=300)
+    assert res.returncode == 0, res.stderr
+    gone = sorted(base.glob("*.jpg"))[:2]
+    procs = [subprocess.Popen([sys.executable, "-m", "reidkit", "index", *argv], env=child_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv in (["add", str(idx), "--images", str(extra), "--device", "cpu", "--no-progress", "--engine",
+                           "torch", "--workers", "0"],
+                          ["remove", str(idx), "--paths", *map(str, gone)])]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    assert "added 4 images" in outs[0][0] and "removed 2 entries" in outs[1][0]
+    g = _whole(idx)
+    want = {str(p.resolve()) for p in [*base.glob("*.jpg"), *extra.glob("*.jpg")]} - {str(p.resolve()) for p in gone}
+    assert set(g.ids) == want and len(g) == 6
 
 def test_interleaved_writers_merge(tmp_path):
     """The read-embed-write of two writers interleaved by hand (both read the index, then both write):
-    add_to_index re-reads under the lock and keeps both; a row another writer already added is not doubled."""
-    from reidkit.inference.gallery import Gallery, add_to_index
+    add_to_index re-reads under the lock and keeps both; a row another writer already added is not doubled;
+    a remove and an update of writers that read the index before those adds keep the adds."""
+    from reidkit.inference.gallery import Gallery, add_to_index, remove_from_index, update_index
 
     idx = tmp_path / "index"
     g = Gallery(embedding_dim=4)
@@ -79,6 +118,11 @@ def test_interleaved_writers_merge(tmp_path):
     assert final.ids == ["a", "b", "c", "d", "e"]
     assert final.metadata[3] == {"w": 1} and final.metadata[4] == {"w": 2}
     assert torch.equal(final.embeddings[4], torch.full((4,), 2.0))
+    assert remove_from_index(idx, ["a", "zz"]) == (["a"], 4)
+    assert update_index(idx, torch.full((2, 4), 3.0), ["c", "f"], [{"w": 3}, {"w": 3}]) == (1, 1, 5)
+    final = Gallery.load(idx)
+    assert final.ids == ["b", "d", "e", "c", "f"] and final.metadata[3] == {"w": 3}
+    assert [h[0].id for h in final.search(torch.full((1, 4), 2.9), k=1)] in (["c"], ["f"])
 
 
 def test_a_reader_racing_a_writer_never_sees_a_damaged_index(tmp_path, monkeypatch):

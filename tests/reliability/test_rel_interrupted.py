@@ -2,12 +2,14 @@
 
 Three levels:
 
-- the writers themselves (``save_checkpoint``, ``save_folder_features``, ``Gallery.save``) looping in a
-  child process that is SIGKILLed after seeded random delays: every file left is complete and
-  self-consistent, and the resume search picks the newest complete checkpoint;
+- the writers themselves (``save_checkpoint``, ``save_folder_features``, ``Gallery.save`` of an HNSW
+  gallery, ``update_index``, ``remove_from_index``) looping in a child process that is SIGKILLed after seeded
+  random delays: every file left is complete and self-consistent (the index is one of the states the loop
+  went through, its FAISS file of the same generation and holding exactly its rows), and the resume search
+  picks the newest complete checkpoint;
 - ``reidkit train`` killed while it is writing a checkpoint, then ``--resume`` finishes the run;
-- ``reidkit extract`` and ``reidkit index add`` killed at seeded random delays: the output is the old
-  file or the new one, never a partial one, and temporary files are never picked up.
+- ``reidkit extract`` and ``reidkit index add`` (on an HNSW index) killed at seeded random delays: the output
+  is the old file or the new one, never a partial one, and temporary files are never picked up.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,7 +34,7 @@ import sys, torch
 from pathlib import Path
 from reidkit.engine.checkpoint import save_checkpoint, find_resume_checkpoint
 from reidkit.inference.features import save_folder_features
-from reidkit.inference.gallery import Gallery
+from reidkit.inference.gallery import Gallery, remove_from_index, update_index
 
 out = Path(sys.argv[1])
 found = find_resume_checkpoint(out / "run")
@@ -43,9 +46,14 @@ while True:
     save_checkpoint(state, out / "run", best=(i % 2 == 0))
     save_folder_features(out / "feats.safetensors", torch.full((i + 1, 256), float(i)),
                          [f"img{j}.jpg" for j in range(i + 1)])
-    g = Gallery(embedding_dim=64)
-    g.add(torch.full((i + 1, 64), float(i)), ids=[f"id{j}" for j in range(i + 1)])
+    # the index goes through three states per round (see _check_index): saved, id0 updated, id1 removed
+    g = Gallery(embedding_dim=64, index="hnsw")
+    g.add(torch.full((i + 1, 64), float(i)) + torch.arange(i + 1.0).unsqueeze(1) / 1000,
+          ids=[f"id{j}" for j in range(i + 1)])
     g.save(out / "index")
+    if i:
+        update_index(out / "index", torch.full((1, 64), i - 0.5), ["id0"], [{}])
+        remove_from_index(out / "index", ["id1"])
     (out / "progress").write_text(str(i))
     i += 1
 """
@@ -73,7 +81,6 @@ def _check_writer_output(out: Path) -> int:
     """Every file left by the writer is complete and consistent; returns the newest checkpoint epoch."""
     from reidkit.engine.checkpoint import find_resume_checkpoint, load_checkpoint
     from reidkit.inference.features import read_folder_features
-    from reidkit.inference.gallery import Gallery
 
     run = out / "run"
     for p in run.iterdir():
@@ -92,14 +99,42 @@ def _check_writer_output(out: Path) -> int:
         v = float(ff.feats[0, 0])
         assert ff.feats.shape == (int(v) + 1, 256) and torch.all(ff.feats == v) and len(ff.paths) == int(v) + 1
     if (out / "index" / "manifest.json").exists():
-        g = Gallery.load(out / "index")
-        v = float(g.embeddings[0, 0])
-        assert len(g) == int(v) + 1 and torch.all(g.embeddings == v)
-        for p in (out / "index").glob("embeddings-*.safetensors"):  # orphans may remain, but complete ones
-            from reidkit.inference.features import load_tensors
-
-            load_tensors(p)
+        _check_index(out / "index")
     return newest
+
+
+def _check_index(idx: Path, base: int = 0) -> None:
+    """The index is one of the states of a round i of WRITER (or INDEX_WRITER, whose galleries hold ``base``
+    more rows): ids id0..id(base+i) with row j = i + j/1000 (saved), then id0 = i - 0.5 (updated), then without
+    id1 (removed); it loads without a warning (its FAISS file is whole and of the manifest's generation) and
+    its FAISS index holds exactly its rows."""
+    from reidkit.inference.faiss_file import check_layout
+    from reidkit.inference.features import load_tensors
+    from reidkit.inference.gallery import Gallery
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = Gallery.load(idx)
+    emb = g.embeddings
+    assert torch.all(emb == emb[:, :1]), "a row holds two values"
+    value = dict(zip(g.ids, emb[:, 0].tolist(), strict=True))
+    others = sorted(int(x[2:]) for x in g.ids if x != "id0")
+    if others:
+        i = round(value[f"id{others[0]}"] - others[0] / 1000)
+    else:  # id0 alone: saved in round 0 (0.0), or updated in round 1 (0.5) before id1 went
+        i = round(value["id0"] + 0.5) if abs(value["id0"] - round(value["id0"])) > 0.25 else round(value["id0"])
+    for j in others:
+        assert abs(value[f"id{j}"] - (i + j / 1000)) < 1e-4, (j, value)
+    updated = abs(value["id0"] - (i - 0.5)) < 1e-4
+    assert updated or abs(value["id0"] - i) < 1e-4
+    top = base + i
+    assert others == list(range(1, top + 1)) or (updated and others == list(range(2, top + 1))), (i, len(g))
+    assert g._vindex is not None and g._vindex.ntotal - len(g._vindex.dead) == len(g)
+    assert [h[0].id for h in g.search(emb, k=1)] == g.ids
+    for p in idx.glob("embeddings-*.safetensors"):  # orphans may remain until the next write, but whole ones
+        load_tensors(p)
+    for p in idx.glob("faiss-*.index"):
+        check_layout(p.read_bytes())
 
 
 def _temp_files(folder: Path) -> list[Path]:
@@ -132,6 +167,49 @@ def test_writers_survive_sigkill_at_random_points(tmp_path, child_env):
         assert newest >= int(progress.read_text()), "a completed checkpoint was lost"
         assert newest > last, "no progress between kills"
         last = newest
+
+
+INDEX_WRITER = r"""
+import sys, torch
+from pathlib import Path
+from reidkit.inference.gallery import Gallery, remove_from_index, update_index
+
+out, base, i = Path(sys.argv[1]), int(sys.argv[2]), 0
+while True:
+    n = base + i + 1
+    g = Gallery(embedding_dim=64, index="hnsw")
+    g.add(torch.full((n, 64), float(i)) + torch.arange(float(n)).unsqueeze(1) / 1000, ids=[f"id{j}" for j in range(n)])
+    g.save(out / "index")
+    update_index(out / "index", torch.full((1, 64), i - 0.5), ["id0"], [{}])
+    remove_from_index(out / "index", ["id1"])
+    (out / "progress").write_text(str(i))
+    i += 1
+"""
+
+
+def test_index_writers_survive_sigkill_inside_faiss_writes(tmp_path, child_env):
+    """A child looping over the index's writers (an HNSW gallery of 2,000 rows saved, updated, shrunk),
+    SIGKILLed 4 times: after a random delay, or a few milliseconds after a FAISS or embeddings temporary file
+    appears. The index is always a whole state of the loop, its FAISS file of the manifest's generation."""
+    rng = random.Random(SEED)
+    base = 2000
+    for round_ in range(4):
+        progress = tmp_path / "progress"
+        progress.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", INDEX_WRITER, str(tmp_path), str(base)], env=child_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for(progress.exists, 180, proc)
+            if round_ % 2:
+                time.sleep(rng.uniform(0.0, 2.0))
+            else:
+                kind = ".faiss-" if round_ == 0 else ".embeddings-"
+                _wait_for(lambda k=kind: any(p.name.startswith(k) for p in _temp_files(tmp_path)), 60, proc)
+                time.sleep(rng.uniform(0.0, 0.02))
+        finally:
+            _kill(proc)
+        assert proc.returncode == -signal.SIGKILL
+        _check_index(tmp_path / "index", base)
 
 
 def test_resume_picks_newest_good_checkpoint(tmp_path):
@@ -321,13 +399,15 @@ def test_extract_killed_leaves_old_or_new_features(synth_root, rel_weights, tmp_
 
 
 def test_index_add_killed_leaves_a_whole_index(rel_index, rel_weights, synth_root, tmp_path, cli, child_env):
-    """'reidkit index add' SIGKILLed twice at random: the index loads (old or new), and a later add works."""
+    """'reidkit index add' on an HNSW index SIGKILLed twice at random: the index loads (old or new) without a
+    warning, its FAISS index holding exactly its rows, and a later add works."""
     import shutil
 
-    from reidkit.inference.gallery import Gallery
+    from reidkit.inference.gallery import Gallery, rebuild_index
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)
+    rebuild_index(idx, "hnsw")
     n_old = len(Gallery.load(idx))
     new_imgs = synth_root / "query"
     n_new = n_old + len(list(new_imgs.glob("*.jpg")))
@@ -344,8 +424,10 @@ def test_index_add_killed_leaves_a_whole_index(rel_index, rel_weights, synth_roo
             _kill(proc)
         if proc.returncode == 0:  # finished before the kill: later rounds add nothing new, so stop here
             span = time.monotonic() - t0
-        g = Gallery.load(idx)
-        assert len(g) in (n_old, n_new)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            g = Gallery.load(idx)
+        assert len(g) in (n_old, n_new) and g._vindex is not None and g._vindex.ntotal == len(g)
         assert torch.isfinite(g.embeddings).all()
         if len(g) == n_new:
             break
@@ -353,7 +435,10 @@ def test_index_add_killed_leaves_a_whole_index(rel_index, rel_weights, synth_roo
                "--no-progress", "--checkpoint", str(rel_weights)], timeout=300)
     assert res.returncode == 0, res.stderr
     g = Gallery.load(idx)
-    assert len(g) == n_new and len(set(g.ids)) == n_new
+    assert len(g) == n_new and len(set(g.ids)) == n_new and g._vindex.ntotal == n_new
     manifest = json.loads((idx / "manifest.json").read_text())
     visible = sorted(p.name for p in idx.iterdir() if not p.name.startswith("."))
-    assert manifest["embeddings_file"] in visible
+    assert manifest["embeddings_file"] in visible and manifest["index"]["file"] in visible
+    # the generation files a killed writer left were removed by the last write
+    assert [p for p in visible if p.startswith(("embeddings-", "faiss-"))] == \
+        sorted([manifest["embeddings_file"], manifest["index"]["file"]])

@@ -431,6 +431,10 @@ MANIFEST_CASES = {
     "model as a list": {"model": [1, 2]},
     "newer format": {"format_version": 99},
     "pid as text": {"metadata": [{"path": "a.jpg", "pid": "seven", "camid": []}] * 6},
+    "index kind unknown": {"index": {"kind": "annoy", "file": None}},
+    "index file outside the folder": {"index__file": "../faiss-0123456789ab.index"},
+    "index nlist 10^12": {"index": {"kind": "ivfpq", "nlist": 10**12, "file": None}},
+    "index built as text": {"index": {"kind": "ivfpq", "file": None, "built": "all of it"}},
 }
 
 
@@ -466,7 +470,8 @@ def test_fuzzed_manifests(data, rel_index):
     for _ in range(data.draw(st.integers(1, 3))):
         key = data.draw(st.sampled_from(["ids", "metadata", "count", "embedding_dim", "metric", "model",
                                          "format_version", "embeddings_file", "format", "model__input_size",
-                                         "model__embedding_dim", "model__options"]))
+                                         "model__embedding_dim", "model__options", "index", "index__kind",
+                                         "index__file", "index__nlist", "index__built"]))
         m = _with(m, **{key: data.draw(json_value)})
     with tempfile.TemporaryDirectory() as d:
         idx = Path(d) / "index"
