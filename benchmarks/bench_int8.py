@@ -116,6 +116,7 @@ def bench_speed(name: str, args: argparse.Namespace, tmp: Path, calib: Path) -> 
         setup[f"quantize {mode}"] = time.perf_counter() - t0
         files[f"int8 {mode}"] = out
         cosine[f"int8 {mode}"] = (rep.mean_cosine, rep.min_cosine)
+    print(f"  {name}: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()), file=sys.stderr, flush=True)
     sessions = {k: session(p, args.threads) for k, p in files.items()}
     g = torch.Generator().manual_seed(0)
     u8 = torch.randint(0, 256, (args.images, 3, *size), dtype=torch.uint8, generator=g)
@@ -135,6 +136,8 @@ def bench_speed(name: str, args: argparse.Namespace, tmp: Path, calib: Path) -> 
             wall[e] += time.perf_counter() - t
             cpu[e] += time.process_time() - c
             count[e] += x.shape[0]
+    for e in sessions:
+        print(f"  {name} {e}: {fmt(rate(count[e], cpu[e]), '.2f')} images per CPU-s", file=sys.stderr, flush=True)
     return [{"model": name, "size": size, "engine": e, "img_s": rate(count[e], wall[e]),
              "img_cpu_s": rate(count[e], cpu[e]), "mb": files[e].stat().st_size / 2**20,
              "cosine": cosine.get(e), "setup": setup, "images": count[e]} for e in sessions]
@@ -154,6 +157,7 @@ def bench_accuracy(label: str, checkpoint: str, data: str, kind: str, args: argp
     int8 = tmp / f"{label}-{kind}.int8.onnx"
     rep = quantize_onnx(fp32, int8, calibrate=Path(data) / "bounding_box_train",
                         calibration_images=args.calibration_images, check=False)
+    print(f"  {label} on {kind}: quantized on {rep.calibration_images} crops", file=sys.stderr, flush=True)
     ds = load_dataset("market1501", data)
     feats = {}
     for key, path in (("float32", fp32), ("int8", int8)):

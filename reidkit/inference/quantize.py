@@ -9,7 +9,9 @@ Two modes (docs/export.md, "INT8"):
   (``reidkit.data.cache.decode_images``, ``reidkit.data.augment.test_batch``): what
   ``reidkit.inference.Embedder`` feeds the model, so the calibration sees what inference sees. The trunk
   (Conv, Add, Relu, pooling) is quantized, and ONNX Runtime fuses its QDQ pairs into integer kernels
-  (QLinearConv, QLinearAdd, ...) when it loads the file; the embedding heads stay float32.
+  (QLinearConv, QLinearAdd, ...) when it loads the file; the embedding heads stay float32. Constants the
+  exporter shares between nodes are untied first (``untie_initializers``), or those convolutions would not
+  fuse.
 - **dynamic** (no folder): the weights of every Conv and Gemm (the linear heads, rewritten as MatMul) are
   stored int8 and their inputs are quantized to uint8 on the fly, per batch (ConvInteger, MatMulInteger).
   BatchNormalization, pooling, the residual Add, Relu, Sigmoid, Mul and Concat stay float32: ONNX Runtime
@@ -169,7 +171,30 @@ def _tensors_digest(proto: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _static(fp32: Path, tmp: Path, u8: torch.Tensor, meta: dict[str, Any]) -> None:
+def untie_initializers(proto: Any) -> int:
+    """Give every tensor that reaches a node through an ``Identity`` of an initializer its own initializer, and
+    drop those ``Identity`` nodes; returns how many. The torch exporter shares equal constants that way (the
+    zero biases of BatchNorm folded into convolutions, in an untrained network); ONNX Runtime's quantizer then
+    leaves such a convolution's bias float32, and the QDQ convolution cannot become an integer QLinearConv
+    (it runs as float32 between QuantizeLinear/DequantizeLinear pairs: slower than no quantization at all)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    outputs = {o.name for o in proto.graph.output}
+    keep, copies = [], []
+    for node in proto.graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            copies.append(numpy_helper.from_array(numpy_helper.to_array(inits[node.input[0]]), node.output[0]))
+        else:
+            keep.append(node)
+    if copies:
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+        proto.graph.initializer.extend(copies)
+    return len(copies)
+
+
+def _static(fp32: Any, tmp: Path, u8: torch.Tensor, meta: dict[str, Any]) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -197,16 +222,16 @@ def _static(fp32: Path, tmp: Path, u8: torch.Tensor, meta: dict[str, Any]) -> No
                "percentile": CalibrationMethod.Percentile}
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     s = STATIC_SETTINGS
-    quantize_static(str(fp32), str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=s["per_channel"],
+    quantize_static(fp32, str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=s["per_channel"],
                     reduce_range=s["reduce_range"], activation_type=types[s["activations"]],
                     weight_type=types[s["weights"]], calibrate_method=methods[s["calibration"]],
                     op_types_to_quantize=list(s["op_types"]))
 
 
-def _dynamic(fp32: Path, tmp: Path) -> None:
+def _dynamic(fp32: Any, tmp: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=False)
+    quantize_dynamic(fp32, str(tmp), weight_type=QuantType.QInt8, per_channel=False)
 
 
 def quantize_onnx(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -248,11 +273,13 @@ def quantize_onnx(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
         held_out, source = synthetic_crops(SYNTHETIC_CHECK_IMAGES, size, seed), "synthetic pedestrians"
     out = Path(out)
     with atomic_path(out) as tmp:
+        source_proto = onnx.load(str(fp32))
+        untie_initializers(source_proto)
         with _quiet_quantizer():
             if calib_u8 is not None:
-                _static(fp32, tmp, calib_u8, meta)
+                _static(source_proto, tmp, calib_u8, meta)
             else:
-                _dynamic(fp32, tmp)
+                _dynamic(source_proto, tmp)
         proto = onnx.load(str(tmp))
         meta["quantization"] = {
             "mode": "static" if calib_u8 is not None else "dynamic",

@@ -27,6 +27,7 @@ from reidkit.inference.quantize import (
     calibration_split,
     int8_path,
     quantize_onnx,
+    untie_initializers,
 )
 
 BOUND = DEFAULT_MIN_COSINE
@@ -170,13 +171,15 @@ def test_int8_works_where_onnx_works(exported: tuple[Path, Path, str], synth_roo
     assert main(["search", str(idx8), "--query", str(query), "--k", "3", "--no-progress", "--device", "cpu"]) == 0
     assert main(["search", str(idx8), "--query", str(query), "--onnx", str(int8), "--no-progress",
                  "--device", "cpu"]) == 0
+    assert main(["index", "add", str(idx8), "--images", str(query), "--onnx", str(int8), "--no-progress",
+                 "--device", "cpu"]) == 0
     capsys.readouterr()
-    # INT8 queries on a float32 index, and the reverse, are refused in one line
+    # INT8 queries or rows on a float32 index, and the reverse, are refused in one line
     for idx, model in ((idx32, int8), (idx8, fp32)):
-        assert main(["search", str(idx), "--query", str(query), "--onnx", str(model), "--no-progress",
-                     "--device", "cpu"]) == 2
-        line = _err(capsys)
-        assert "differs from the model that built the index" in line and "int8 static" in line
+        for command in (["search", str(idx), "--query"], ["index", "add", str(idx), "--images"]):
+            assert main([*command, str(query), "--onnx", str(model), "--no-progress", "--device", "cpu"]) == 2
+            line = _err(capsys)
+            assert "differs from the model that built the index" in line and "int8 static" in line
 
 
 def test_fingerprint_tells_int8_from_float32(exported: tuple[Path, Path, str]) -> None:
@@ -256,3 +259,38 @@ def test_too_few_held_out_images_use_synthetic_pedestrians(stadb_onnx: Path, cro
     report = quantize_onnx(stadb_onnx, tmp_path / "q.onnx", calibrate=crops, calibration_images=n)
     assert report.mode == "static" and report.calibration_images == n
     assert report.check_source == "synthetic pedestrians" and report.ok
+
+
+def test_every_conv_becomes_an_integer_kernel(crops: Path, tmp_path: Path) -> None:
+    """An untrained network's exported graph shares its all-zero conv biases through Identity nodes; untied
+    before quantization, every QDQ convolution becomes a QLinearConv when onnxruntime loads the file (tied,
+    45 of ResNet-50 STADB's 62 stayed float32 between Q/DQ pairs, slower than float32 alone)."""
+    import onnx
+    import onnxruntime as ort
+
+    from reidkit.inference import export_onnx
+    from reidkit.models import build
+
+    torch.manual_seed(0)
+    model = build("stadb", 5, backbone="resnet18").eval()
+    model.input_size = (64, 32)
+    fp32 = tmp_path / "untrained.onnx"
+    export_onnx(model, fp32)
+    before = _ops(fp32)
+    assert before["Identity"] > 0  # the exporter's shared constants (the case this test is about)
+    proto = onnx.load(str(fp32))
+    n = untie_initializers(proto)
+    assert n == before["Identity"] and "Identity" not in collections.Counter(x.op_type for x in proto.graph.node)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 32)).astype(np.float32)
+    ref = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    assert np.array_equal(sess.run(None, {"images": x})[0], ref)  # the same graph, untied
+
+    out = tmp_path / "untrained.int8.onnx"
+    quantize_onnx(fp32, out, calibrate=crops, calibration_images=8, check=False)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    optimized = _ops(tmp_path / "optimized.onnx")
+    assert optimized["QLinearConv"] == before["Conv"] and "Conv" not in optimized
