@@ -23,6 +23,7 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"
 EXTRA: dict[str, list[str]] = {
     "bench_extract.py": ["--threads", "1"],  # eager vs ONNX Runtime (inductor compiles for minutes)
     "bench_train.py": ["--models", "stadb"],
+    "bench_gallery.py": ["--threads", "1"],
     "ablation.py": ["--variants", "baseline,stadb,m0", "--variant", "m0=mancs:w_rank=0", "--bn-check"],
 }
 EXPECT: dict[str, list[str]] = {
@@ -31,6 +32,7 @@ EXPECT: dict[str, list[str]] = {
     "bench_data.py": ["| stadb |", "| mancs |"],
     "bench_synth.py": ["| render + encode, 1 process |"],
     "bench_eval.py": ["| quick", "reidkit"],
+    "bench_gallery.py": ["| flat |", "| hnsw |", "| ivfpq |", "| ivfpq + refine ×4 |", "| ivfpq-grown |"],
     "ablation.py": ["| baseline |", "| stadb |", "| m0 |", "re-estimated"],
 }
 
