@@ -41,6 +41,22 @@ SIZES = {
 NOISE = {"easy": 0.53, "hard": 1.0, "random": 1.65}
 
 
+def identity_centres(n_ids: int, D: int, gen):  # type: ignore[no-untyped-def]
+    """One centre per identity (row 0: the distractors' "identity"), drawn from ``gen`` (a torch.Generator);
+    the scale makes same-id and different-id distances overlap (mAP well below 100%)."""
+    import torch
+
+    scale = float((1.5 * (8.0 / D) ** 0.5) ** 0.5)
+    return scale * torch.randn(n_ids + 1, D, generator=gen)
+
+
+def noisy_features(centres, pids, noise: str, gen):  # type: ignore[no-untyped-def]
+    """Features of identities ``pids`` (an int64 array): their centres plus noise of level ``noise``."""
+    import torch
+
+    return centres[torch.from_numpy(pids)] + NOISE[noise] * torch.randn(len(pids), centres.shape[1], generator=gen)
+
+
 def make_data(size: str, seed: int = 0, noise: str = "hard"):  # type: ignore[no-untyped-def]
     """Random features with a realistic pid/camera structure (class centres plus noise)."""
     import numpy as np
@@ -53,12 +69,9 @@ def make_data(size: str, seed: int = 0, noise: str = "hard"):  # type: ignore[no
     q_pids = rng.integers(1, n_ids + 1, Q)
     q_cams = rng.integers(0, n_cams, Q)
     gen = torch.Generator().manual_seed(seed)
-    # centre scale chosen so same-id and different-id distances overlap (mAP well below 100%)
-    scale = float((1.5 * (8.0 / D) ** 0.5) ** 0.5)
-    centres = scale * torch.randn(n_ids + 1, D, generator=gen)
-    sigma = NOISE[noise]
-    qf = centres[torch.from_numpy(q_pids)] + sigma * torch.randn(Q, D, generator=gen)
-    gf = centres[torch.from_numpy(g_pids)] + sigma * torch.randn(G, D, generator=gen)
+    centres = identity_centres(n_ids, D, gen)
+    qf = noisy_features(centres, q_pids, noise, gen)
+    gf = noisy_features(centres, g_pids, noise, gen)
     return qf, gf, q_pids.astype(np.int64), g_pids.astype(np.int64), q_cams.astype(np.int64), g_cams.astype(np.int64)
 
 

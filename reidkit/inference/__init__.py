@@ -7,7 +7,9 @@ read and write features files, export to ONNX. One module per job:
 - ``reidkit.inference.sources``: where images come from (folder, CSV list) and their labels;
 - ``reidkit.inference.dataset``: a benchmark's query and gallery embedded; several test sets evaluated;
 - ``reidkit.inference.features``: features files (one writer and one reader per layout);
-- ``reidkit.inference.gallery``: the searchable gallery index;
+- ``reidkit.inference.gallery``: the searchable gallery index (its lock, merge and generations);
+- ``reidkit.inference.faiss_index``: the gallery's FAISS index (exact, IVF-PQ, HNSW): ``IndexSpec``;
+- ``reidkit.inference.faiss_file``: a FAISS file's layout checked before FAISS reads it;
 - ``reidkit.inference.export``: ONNX export checked against PyTorch;
 - ``reidkit.inference.quantize``: INT8 copies of an exported file, checked against it.
 """
@@ -15,6 +17,7 @@ read and write features files, export to ONNX. One module per job:
 from reidkit.inference.dataset import embed_dataset, evaluate_test_sets
 from reidkit.inference.embedder import Embedder, load
 from reidkit.inference.export import ExportReport, export_onnx, read_onnx_meta
+from reidkit.inference.faiss_index import IndexSpec
 from reidkit.inference.features import (
     DatasetFeatures,
     FolderFeatures,
@@ -32,6 +35,7 @@ __all__ = [
     "FolderFeatures",
     "Gallery",
     "GalleryIndexError",
+    "IndexSpec",
     "SearchResult",
     "embed_dataset",
     "evaluate_test_sets",

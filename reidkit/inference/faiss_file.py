@@ -42,7 +42,7 @@ class FaissLayoutError(ValueError):
 @dataclass
 class FaissLayout:
     """What ``check_layout`` found: the kind (``flat``, ``ivfpq``, ``hnsw``), width ``d``, vectors held
-    ``ntotal``, ``metric`` (0 inner product, 1 L2), the int64 labels of the vectors (``ids``) and the
+    ``ntotal``, ``metric`` (0 inner product, 1 L2), the int64 labels of the vectors (``ids``, a copy) and the
     kind's parameters (``nlist``, ``m``, ``nbits``, ``nprobe``; ``hnsw_m``, ``ef_construction``,
     ``ef_search``)."""
 
@@ -162,7 +162,7 @@ def _id_map(b: _Bytes) -> FaissLayout:
     ids = b.vector("<i8", "ids")
     if len(ids) != ntotal:
         raise FaissLayoutError(f"IndexIDMap2: {len(ids)} ids for {ntotal} vectors")
-    return FaissLayout(kind, d, ntotal, metric, ids, params)
+    return FaissLayout(kind, d, ntotal, metric, ids.astype(np.int64), params)  # a copy: the bytes may go
 
 
 def _ivfpq(b: _Bytes) -> FaissLayout:
@@ -202,7 +202,7 @@ def _ivfpq(b: _Bytes) -> FaissLayout:
     for n in counts[counts > 0].tolist():
         b.take(n * code_size, "list codes")
         ids.append(np.frombuffer(b.take(8 * n, "list ids"), dtype="<i8"))
-    all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype="<i8")
+    all_ids = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, dtype=np.int64)  # a copy
     return FaissLayout("ivfpq", d, ntotal, metric, all_ids,
                        {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": nprobe})
 

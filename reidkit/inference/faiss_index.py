@@ -22,6 +22,7 @@ Flat and IVF-PQ indexes remove vectors for real (``remove_ids``). Vectors are ad
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from reidkit.errors import ReidkitError
 from reidkit.eval.distance import normalized_for
 from reidkit.eval.knn import faiss_metric, require_faiss
-from reidkit.inference.faiss_file import FaissLayout, check_layout
+from reidkit.inference.faiss_file import FaissLayout, FaissLayoutError, check_layout
 
 KINDS = ("flat", "ivfpq", "hnsw")
 PARAMS = {"flat": (), "ivfpq": ("nlist", "m", "nbits", "nprobe", "refine"),
@@ -95,7 +96,7 @@ class IndexSpec:
                 raise ReidkitError(f"index parameter {key!r}: expected one of {', '.join(BOUNDS)}")
             if key not in PARAMS[name]:
                 owner = next(k for k, names in PARAMS.items() if key in names)
-                raise ReidkitError(f"{key} is a parameter of an {owner} index, not of a {name} one")
+                raise ReidkitError(f"{key} is a parameter of the {owner} index, not of the {name} index")
         spec = replace(base or cls(kind=name), **given)
         for key in PARAMS[name]:
             check_param(key, getattr(spec, key), "index")
@@ -278,24 +279,23 @@ class VectorIndex:
         """The index in ``path``, its layout checked before FAISS reads it (``check_layout``) and checked against
         the gallery: kind, width, metric, parameters (``built``: what the manifest says was built), and the
         keys (the live ones, plus tombstones in an HNSW graph). Raises ``ValueError`` saying what is wrong."""
-        import faiss
-
-        data = np.fromfile(path, dtype=np.uint8)
-        layout = check_layout(memoryview(data))
-        resolved = _check_against(layout, spec, dim, metric, built)
-        held = np.sort(layout.ids)
-        if len(held) and np.any(held[1:] == held[:-1]):
-            raise ValueError("a key is held twice")
-        live = np.sort(np.asarray(live_keys, dtype=np.int64))
-        missing = np.setdiff1d(live, held, assume_unique=True)
-        if len(missing):
-            raise ValueError(f"{len(missing)} of the gallery's rows are not in it")
-        dead = np.setdiff1d(held, live, assume_unique=True)
-        if len(dead) and spec.kind != "hnsw":
-            raise ValueError(f"it holds {len(dead)} vectors the gallery does not")
-        del layout, held
-        index = faiss.deserialize_index(data)
-        del data
+        faiss = _faiss()
+        with open(path, "rb") as fh:  # one open file: what FAISS reads is what was checked
+            layout = _mapped_layout(fh)
+            resolved = _check_against(layout, spec, dim, metric, built)
+            held = np.sort(layout.ids)
+            if len(held) and np.any(held[1:] == held[:-1]):
+                raise ValueError("a key is held twice")
+            live = np.sort(np.asarray(live_keys, dtype=np.int64))
+            missing = np.setdiff1d(live, held, assume_unique=True)
+            if len(missing):
+                raise ValueError(f"{len(missing)} of the gallery's rows are not in it")
+            dead = np.setdiff1d(held, live, assume_unique=True)
+            if len(dead) and spec.kind != "hnsw":
+                raise ValueError(f"it holds {len(dead)} vectors the gallery does not")
+            del layout, held
+            fh.seek(0)
+            index = faiss.read_index(faiss.PyCallbackIOReader(fh.read, 1 << 20))
         return cls(resolved, dim, metric, index, built.get("trained_on"), dead)
 
     def built(self) -> dict[str, Any]:
@@ -304,6 +304,19 @@ class VectorIndex:
         if self.spec.kind != "ivfpq":
             return {}
         return {"nlist": self.spec.nlist, "m": self.spec.m, "trained_on": self.trained_on}
+
+
+def _mapped_layout(fh: Any) -> FaissLayout:
+    """``check_layout`` of an open file, through a read-only memory map (pages, not a copy of the file)."""
+    if not os.fstat(fh.fileno()).st_size:
+        raise FaissLayoutError("an empty file")
+    with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        try:
+            return check_layout(mapped)
+        except Exception as exc:  # any fault in the walk is a refusal
+            why = str(exc) or type(exc).__name__
+        # raised here, outside the handler: its traceback no longer holds views of the map, which can close
+        raise FaissLayoutError(why)
 
 
 def _check_against(layout: FaissLayout, spec: IndexSpec, dim: int, metric: str, built: dict[str, Any]

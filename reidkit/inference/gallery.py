@@ -346,8 +346,8 @@ class Gallery:
         return self._vindex.trained_on if self._vindex is not None else self._stored_trained_on
 
     def describe_index(self) -> str:
-        """The index kind with its parameters, for messages: ``"ivfpq (nlist 400, m 64, nbits 8, nprobe 16;
-        trained on 25,600 vectors)"``."""
+        """The index kind with its parameters, for messages: ``"ivfpq (nlist 400, m 64, nbits 8, nprobe 16,
+        refine 4; trained on 25,600 vectors)"``."""
         spec = self._vindex.spec if self._vindex is not None else self.index_spec
         fields = ", ".join(f"{k} {v}" for k, v in spec.fields().items() if v is not None)
         text = spec.kind + (" (exact)" if spec.kind == "flat" else f" ({fields}")

@@ -24,6 +24,7 @@ EXTRA: dict[str, list[str]] = {
     "bench_extract.py": ["--threads", "1"],  # eager vs ONNX Runtime (inductor compiles for minutes)
     "bench_train.py": ["--models", "stadb"],
     "bench_int8.py": ["--threads", "1"],
+    "bench_gallery.py": ["--threads", "1"],
     "ablation.py": ["--variants", "baseline,stadb,m0", "--variant", "m0=mancs:w_rank=0", "--bn-check"],
 }
 EXPECT: dict[str, list[str]] = {
@@ -32,6 +33,7 @@ EXPECT: dict[str, list[str]] = {
     "bench_data.py": ["| stadb |", "| mancs |"],
     "bench_synth.py": ["| render + encode, 1 process |"],
     "bench_eval.py": ["| quick", "reidkit"],
+    "bench_gallery.py": ["| flat |", "| hnsw |", "| ivfpq |", "| ivfpq + refine ×4 |", "| ivfpq-grown |"],
     "ablation.py": ["| baseline |", "| stadb |", "| m0 |", "re-estimated"],
     "bench_int8.py": ["| stadb | 64×32 | float32 |", "| stadb | 64×32 | int8 static |", "| stadb-untrained |",
                       "avx512_vnni"],

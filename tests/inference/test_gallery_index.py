@@ -225,7 +225,7 @@ def test_rebuild_changes_kind_and_retrains(tmp_path: Path) -> None:
     assert Gallery.load(tmp_path / "idx").search(g_emb[7], k=1)[0][0].id == "e7"
     text, total = rebuild_index(tmp_path / "idx", "ivfpq", nbits=4)
     assert (text, total) == ("ivfpq (nlist 51, m 16, nbits 4, nprobe 16, refine 4; trained on 2,000 vectors)", 2000)
-    with pytest.raises(ReidkitError, match="ef_search is a parameter of an hnsw index, not of a ivfpq one"):
+    with pytest.raises(ReidkitError, match="ef_search is a parameter of the hnsw index, not of the ivfpq index"):
         rebuild_index(tmp_path / "idx", ef_search=10)
     assert rebuild_index(tmp_path / "idx", nprobe=32)[0].startswith("ivfpq (nlist 51, m 16, nbits 4, nprobe 32")
     assert rebuild_index(tmp_path / "idx", "flat")[0] == "flat (exact)"

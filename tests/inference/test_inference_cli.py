@@ -262,7 +262,7 @@ def test_index_approx_remove_update_rebuild(stadb_file: Path, synth_root: Path, 
     assert main(["index", "rebuild", str(idx), "--approx", "none"]) == 0
     assert "rebuilt its FAISS index over 19 entries: flat (exact)" in capsys.readouterr().out
     for argv, line in (
-        (["index", "rebuild", str(idx), "--ef-search", "5"], "ef_search is a parameter of an hnsw index"),
+        (["index", "rebuild", str(idx), "--ef-search", "5"], "ef_search is a parameter of the hnsw index, not of the flat index"),
         (["index", "rebuild", str(idx), "--approx", "hnsw", "--nlist", "4"], "--nlist applies to --approx ivfpq"),
         (["search", str(idx), "--query", str(qdir), "--nprobe", "3"], "nprobe applies to an ivfpq index"),
         (["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out", str(tmp_path / "b"),
@@ -296,3 +296,27 @@ def test_index_without_faiss(stadb_file: Path, synth_root: Path, tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["reidkit: error: --approx hnsw needs FAISS, which is not installed: pip install 'reidkit[faiss]' "
                    "(or pip install faiss-cpu)"]
+
+
+@pytest.mark.skipif(not knn_mod.faiss_available(), reason="faiss is not installed")
+def test_index_add_says_when_ivfpq_outgrew_its_training(stadb_file: Path, synth_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An IVF-PQ index (4-bit codes: 624 vectors train it) made in Python with the model's description; 'index
+    add' encodes the new crops without retraining and, once the index holds GROWTH_NOTE times its training
+    set (here 1×), says how to retrain."""
+    import reidkit
+    from reidkit.commands import index as index_cmd
+    from reidkit.inference import Gallery, IndexSpec
+
+    emb = reidkit.load(stadb_file, device="cpu")
+    gal = Gallery(emb.embedding_dim, model_meta=dict(emb.meta, flip=False), index=IndexSpec.make("ivfpq", nbits=4))
+    gal.add(torch.randn(700, emb.embedding_dim, generator=torch.Generator().manual_seed(0)))
+    idx = tmp_path / "idx"
+    gal.save(idx, model=emb.model)
+    monkeypatch.setattr(index_cmd, "GROWTH_NOTE", 1)
+    assert main(["index", "add", str(idx), "--images", str(synth_root / "query"), "--no-progress",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "added 8 images" in out and "note: its ivfpq index was trained on 700 vectors and now holds 708" in out
+    assert Gallery.load(idx).trained_on == 700
