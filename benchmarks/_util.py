@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from typing import Any
 
 import psutil
 
@@ -33,3 +34,22 @@ def ratio(a: float, b: float) -> float:
 def fmt(value: float, spec: str = ".0f", suffix: str = "") -> str:
     """``value`` formatted with ``spec`` (and ``suffix``), or "n/a" for NaN."""
     return "n/a" if math.isnan(value) else f"{value:{spec}}{suffix}"
+
+
+def interleaved_times(runs: dict[str, Any], batches: list[Any], repeat: int = 1
+                      ) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    """Wall seconds, process CPU seconds and images per named run, each called on every batch in turn; the
+    order rotates from batch to batch so that no run always goes first."""
+    wall = dict.fromkeys(runs, 0.0)
+    cpu = dict.fromkeys(runs, 0.0)
+    count = dict.fromkeys(runs, 0)
+    order = list(runs)
+    for i, x in enumerate(batches * repeat):
+        k = i % len(order)
+        for e in order[k:] + order[:k]:
+            t, c = time.perf_counter(), time.process_time()
+            runs[e](x)
+            wall[e] += time.perf_counter() - t
+            cpu[e] += time.process_time() - c
+            count[e] += x.shape[0]
+    return wall, cpu, count

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from _util import interleaved_times  # noqa: E402
 
 from reidkit.utils.threads import physical_cores  # noqa: E402
 
@@ -118,19 +119,8 @@ def bench_model(name: str, args: argparse.Namespace, tmp: Path) -> list[dict[str
             t = time.perf_counter()
             ref[e] = fn(batches[0]).float().clone()
             first[e] = time.perf_counter() - t
-        wall = dict.fromkeys(engines, 0.0)
-        cpu = dict.fromkeys(engines, 0.0)
-        count = dict.fromkeys(engines, 0)
         diff = dict.fromkeys(engines, 0.0)
-        order = list(engines)
-        for i, x in enumerate(batches * args.repeat):
-            k = i % len(order)
-            for e in order[k:] + order[:k]:  # rotate: no engine always runs first
-                t, c = time.perf_counter(), time.process_time()
-                engines[e](x)
-                wall[e] += time.perf_counter() - t
-                cpu[e] += time.process_time() - c
-                count[e] += x.shape[0]
+        wall, cpu, count = interleaved_times(engines, batches, args.repeat)  # rotated: no engine always first
         # parity: every engine against the (first) eager engine on the first batch
         eager = next((e for e in engines if e.startswith("eager")), None)
         if eager is not None:

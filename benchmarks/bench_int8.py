@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
-from _util import fmt, rate, ratio  # noqa: E402
+from _util import fmt, interleaved_times, rate, ratio  # noqa: E402
 
 from reidkit.utils.threads import physical_cores  # noqa: E402
 
@@ -124,18 +124,8 @@ def bench_speed(name: str, args: argparse.Namespace, tmp: Path, calib: Path) -> 
     batches = [test_batch(u8[s:s + bs], size).numpy() for s in range(0, args.images - bs + 1, bs)]
     for sess in sessions.values():  # warm-up: first-run allocations
         sess.run(None, {"images": batches[0]})
-    wall = dict.fromkeys(sessions, 0.0)
-    cpu = dict.fromkeys(sessions, 0.0)
-    count = dict.fromkeys(sessions, 0)
-    order = list(sessions)
-    for i, x in enumerate(batches * args.repeat):
-        k = i % len(order)
-        for e in order[k:] + order[:k]:
-            t, c = time.perf_counter(), time.process_time()
-            sessions[e].run(None, {"images": x})
-            wall[e] += time.perf_counter() - t
-            cpu[e] += time.process_time() - c
-            count[e] += x.shape[0]
+    wall, cpu, count = interleaved_times(
+        {e: (lambda x, sess=sess: sess.run(None, {"images": x})) for e, sess in sessions.items()}, batches, args.repeat)
     for e in sessions:
         print(f"  {name} {e}: {fmt(rate(count[e], cpu[e]), '.2f')} images per CPU-s", file=sys.stderr, flush=True)
     return [{"model": name, "size": size, "engine": e, "img_s": rate(count[e], wall[e]),
