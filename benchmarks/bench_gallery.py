@@ -157,10 +157,10 @@ def estimate_bytes(kind: str, s: Setup) -> float:
     """Resident bytes a case needs: the index, the identity centres, two chunks, the training rows."""
     common = (s.n_ids + 1) * s.dim * 4 + 3 * min(s.chunk, s.size) * s.dim * 4 + s.queries * s.dim * 4 + 200e6
     if kind == "flat":
-        return common + s.size * (4 * s.dim + 8)
+        return common + s.size * (4 * s.dim + 8 + 35)  # vectors, ids and IndexIDMap2's reverse map
     if kind == "hnsw":
-        m = 32
-        return common + s.size * (4 * s.dim + 2 * m * 4 * 1.07 + 8 + 4 + 8)
+        m = spec_for(kind, s)[0].hnsw_m
+        return common + s.size * (4 * s.dim + 2 * m * 4 * 1.03 + 8 + 4 + 8 + 35)
     spec, built_on = spec_for(kind, s)
     code = (spec.m * spec.nbits + 7) // 8
     table = spec.nlist * spec.m * (1 << spec.nbits) * 4 if s.metric == "euclidean" else 0

@@ -38,7 +38,7 @@ INDEX_OPTIONS = {
     "--nbits": ("nbits", "ivfpq", "bits per IVF-PQ sub-quantiser code (default 8)"),
     "--nprobe": ("nprobe", "ivfpq", "IVF-PQ lists searched per query (default 16)"),
     "--refine": ("refine", "ivfpq", "IVF-PQ candidates per result scored exactly (default 4)"),
-    "--hnsw-m": ("hnsw_m", "hnsw", "HNSW links per node (default 32)"),
+    "--hnsw-m": ("hnsw_m", "hnsw", "HNSW links per node (default 64)"),
     "--ef-construction": ("ef_construction", "hnsw", "HNSW candidate list while building (default 40)"),
     "--ef-search": ("ef_search", "hnsw", "HNSW candidate list while searching (default 64)"),
 }

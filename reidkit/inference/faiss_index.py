@@ -63,7 +63,8 @@ class IndexSpec:
         refine: IVF-PQ candidates per result that the gallery scores exactly from its embeddings, keeping the k
             best (default 4; a search may ask for another number). PQ distances are coarse: this is what
             makes IVF-PQ's top results right.
-        hnsw_m: HNSW links per node (default 32).
+        hnsw_m: HNSW links per node (default 64: on 1,536-d embeddings 32 links found far less; see
+            docs/gallery.md).
         ef_construction: HNSW candidate list while building (default 40).
         ef_search: HNSW candidate list while searching (default 64; a search may ask for another).
 
@@ -78,7 +79,7 @@ class IndexSpec:
     nbits: int = 8
     nprobe: int = 16
     refine: int = 4
-    hnsw_m: int = 32
+    hnsw_m: int = 64
     ef_construction: int = 40
     ef_search: int = 64
 
