@@ -57,6 +57,19 @@ def _add_index_arguments(parser: argparse.ArgumentParser, approx_help: str, appr
         parser.add_argument(option, type=int, default=None, metavar="N", help=text)
 
 
+def _on_index(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """The subcommand ``name`` of an existing index: its parser with the INDEX_DIR positional."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
+    return p
+
+
+def _embedding_action(parser: argparse.ArgumentParser) -> None:
+    """The options of an action that embeds images into an index (its model is the default)."""
+    add_model_arguments(parser, required=False)
+    _add_source_arguments(parser)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit index build``, ``add``, ``remove``, ``update`` and ``rebuild``."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -69,12 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--force", action="store_true",
                    help="replace an index already in INDEX_DIR (its entries are lost); without it that is refused")
     _add_index_arguments(b, "approximate FAISS index: ivfpq or hnsw (default none: exact)", "none")
-    a = sub.add_parser("add", help="embed more images into an existing index")
-    a.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
-    add_model_arguments(a, required=False)
-    _add_source_arguments(a)
-    r = sub.add_parser("remove", help="remove entries from an index (by id, image path or pid)")
-    r.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
+    _embedding_action(_on_index(sub, "add", "embed more images into an existing index"))
+    r = _on_index(sub, "remove", "remove entries from an index (by id, image path or pid)")
     what = r.add_mutually_exclusive_group(required=True)
     what.add_argument("--ids", nargs="+", metavar="ID", help="entry ids as the index holds them (for 'reidkit "
                       "index' entries, absolute image paths; a whole number also matches that integer id)")
@@ -83,12 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "under a folder")
     what.add_argument("--csv", metavar="FILE", help="CSV list with a 'path' column: the entries of those images")
     what.add_argument("--pids", nargs="+", type=int, metavar="PID", help="every entry of these identities")
-    u = sub.add_parser("update", help="re-embed images and replace their entries (new ones are added)")
-    u.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
-    add_model_arguments(u, required=False)
-    _add_source_arguments(u)
-    rb = sub.add_parser("rebuild", help="rebuild the FAISS index from the stored embeddings (retrain, or change it)")
-    rb.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
+    _embedding_action(_on_index(sub, "update", "re-embed images and replace their entries (new ones are added)"))
+    rb = _on_index(sub, "rebuild", "rebuild the FAISS index from the stored embeddings (retrain, or change it)")
     _add_index_arguments(rb, "index kind to rebuild as: none (exact), ivfpq or hnsw (default: the current kind)",
                          None)
 
