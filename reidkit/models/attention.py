@@ -17,6 +17,17 @@ CBAM_STYLES: dict[str, tuple[int, bool]] = {"reference": (7, True), "stadb_code"
 CBAM_REDUCTION = {"reference": 16, "stadb_code": 4}
 
 
+def channel_max(x: Tensor) -> Tensor:
+    """The maximum over dim 1, kept: ``(N, 1, ...)``.
+
+    ``max(...).values``, not ``amax``: under ``torch.compile`` with bf16 autocast, inductor computes a fused
+    ``amax`` in float32 while its backward compares it with the bf16-rounded input, finds no element equal
+    to the maximum and divides by that count of zero, which made every gradient of a compiled STADB NaN
+    (torch 2.11 on CUDA and 2.13 on CPU). ``max`` routes the gradient through its index instead.
+    """
+    return x.max(dim=1, keepdim=True).values
+
+
 class ChannelAttention(nn.Module):
     """CBAM channel attention: ``Mc = σ(MLP(avgpool F) + MLP(maxpool F))`` with a shared MLP, hidden C/r (eq. 1)."""
 
@@ -47,7 +58,7 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The spatial map ``(N, 1, H, W)``."""
-        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        desc = torch.cat([x.mean(dim=1, keepdim=True), channel_max(x)], dim=1)
         gate = self.conv(desc)
         return torch.sigmoid(gate if self.bn is None else self.bn(gate))
 
@@ -110,7 +121,7 @@ class _ZPoolGate(nn.Module):
         self.bn = nn.BatchNorm2d(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        z = torch.cat([channel_max(x), x.mean(dim=1, keepdim=True)], dim=1)
         return torch.sigmoid(self.bn(self.conv(z)))
 
 
