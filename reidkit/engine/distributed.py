@@ -52,12 +52,26 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={raw!r}: expected an integer") from None
 
 
+def _check_one_gpu_per_process(option: str, dev: torch.device, local_rank: int) -> None:
+    """NCCL needs a GPU of its own for every process of a node: say so in one line instead of its error."""
+    gpus = torch.cuda.device_count()
+    if local_rank >= gpus:
+        raise ConfigError(f"train.device {option!r}: torchrun started more processes on this node than it has GPUs "
+                          f"(local rank {local_rank}, {gpus} GPU{'s' if gpus != 1 else ''}); start one process per "
+                          f"GPU (--nproc_per_node {gpus}) or train on CPU processes with train.device=cpu")
+    if dev.index != local_rank:
+        raise ConfigError(f"train.device {option!r}: under torchrun every process would use {dev}; use 'cuda' or "
+                          f"'auto' (each process takes the GPU of its local rank)")
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Start the process group if ``WORLD_SIZE`` > 1 (``torchrun``), and pick this process's device."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     dev = resolve_device(device, local_rank, option="train.device")
+    if world_size > 1 and dev.type == "cuda":
+        _check_one_gpu_per_process(device, dev, local_rank)
     if world_size > 1:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

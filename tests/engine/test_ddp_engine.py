@@ -1,4 +1,5 @@
-"""Two CPU processes with gloo (torch.distributed.run): weights stay identical across ranks; rank 0 writes."""
+"""Two CPU processes with gloo (torch.distributed.run): weights stay identical across ranks; rank 0 writes.
+On CUDA, more processes than GPUs is a one-line error, not NCCL's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from reidkit.engine.distributed import init_distributed
+from reidkit.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +45,7 @@ def test_two_process_ddp_keeps_weights_in_sync(mini_market: Path, tmp_path: Path
     sets = ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={mini_market}",
             "data.size=[64, 32]", "data.workers=0", "sampler.p=3", "sampler.k=2", "sampler.num_batches=2",
             "train.epochs=2", "train.eval_every=1", "train.progress=false", "train.tensorboard=false",
-            f"train.out_dir={run}", "optim.lr=1e-3", "schedule.kind=constant"]
+            f"train.out_dir={run}", "optim.lr=1e-3", "schedule.kind=constant", "train.device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
            str(tmp_path), str(REPO / "reidkit" / "configs" / "stadb_market1501.yaml"), *sets]
@@ -62,3 +66,19 @@ def test_two_process_ddp_keeps_weights_in_sync(mini_market: Path, tmp_path: Path
     assert history[0]["step"] == 2
     # only rank 0 writes: exactly one set of files, no stray temporary files
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("device", "gpus", "local_rank", "message"), [
+    ("auto", 1, 1, r"more processes on this node than it has GPUs \(local rank 1, 1 GPU\).*--nproc_per_node 1"),
+    ("cuda", 2, 2, r"\(local rank 2, 2 GPUs\).*train.device=cpu"),
+    ("cuda:0", 2, 1, r"every process would use cuda:0; use 'cuda' or 'auto'"),
+])
+def test_torchrun_on_cuda_needs_one_gpu_per_process(monkeypatch: pytest.MonkeyPatch, device: str, gpus: int,
+                                                     local_rank: int, message: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(local_rank))
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    with pytest.raises(ConfigError, match=message):
+        init_distributed(device)
