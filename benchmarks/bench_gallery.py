@@ -332,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import psutil
 
+    from reidkit.eval.knn import FAISS_INSTALL, faiss_available
+
+    if not faiss_available():
+        print(f"bench_gallery.py: every index it times is a FAISS index, and faiss is not installed: {FAISS_INSTALL}",
+              file=sys.stderr)
+        return 2
     if args.quick:  # 4-bit codes train on 624 vectors in a second: every kind runs, ivfpq-grown included
         args.sizes, args.dim, args.queries, args.per_id, args.chunk, args.nbits = "8000", 32, 50, 10, 3000, 4
     sizes = [int(x.replace("_", "")) for x in args.sizes.split(",") if x]

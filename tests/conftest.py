@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``faiss`` skip with a reason where the optional faiss package is not installed."""
+    from reidkit.eval.knn import faiss_available
+
+    if faiss_available():
+        return
+    skip = pytest.mark.skip(reason="faiss is not installed (pip install 'reidkit[faiss]')")
+    for item in items:
+        if item.get_closest_marker("faiss") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The ``../shared`` folder beside the clone (CI has it; a user's clone does not)."""

@@ -58,7 +58,8 @@ def test_every_script_is_listed() -> None:
     assert {"bench_extract.py", "bench_train.py", "bench_data.py", "bench_synth.py"} <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.faiss) if s == "bench_gallery.py" else s
+                                    for s in SCRIPTS])
 def test_script_runs_quick(script: str, tmp_path: Path) -> None:
     if "--quick" not in _help(script):
         pytest.skip(f"benchmarks/{script} has no --quick flag; cannot smoke-test it at tiny sizes")

@@ -22,7 +22,7 @@ def tiny(root: Path, out: Path) -> list[str]:
     return ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={root}",
             "data.size=[64, 32]", "data.workers=0", "sampler.p=2", "sampler.k=2", "sampler.num_batches=3",
             "train.epochs=4", "train.eval_every=2", "train.progress=false", "train.tensorboard=false",
-            "train.plots=false", f"train.out_dir={out}"]
+            "train.plots=false", f"train.out_dir={out}", "train.device=cpu"]
 
 
 def test_header_names_data_model_device_length_and_folder(synth_root: Path, tmp_path: Path,

@@ -28,7 +28,8 @@ def tiny(root: Path, out: Path) -> list[str]:
     return ["model.options.backbone=resnet18", "model.options.pretrained=null", "data.dataset=market1501",
             f"data.root={root}", "data.options={}", "data.size=[64, 32]", "data.workers=0", "data.eval_batch_size=64",
             "sampler.p=3", "sampler.k=2", "sampler.num_batches=1", "train.epochs=1", "train.eval_every=1",
-            "train.progress=false", "train.tensorboard=false", "train.plots=false", f"train.out_dir={out}"]
+            "train.progress=false", "train.tensorboard=false", "train.plots=false", f"train.out_dir={out}",
+            "train.device=cpu"]
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)

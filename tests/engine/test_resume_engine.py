@@ -27,7 +27,8 @@ def reidkit_train(root: Path, out: Path, *extra: str, env: dict[str, str] | None
     sets = ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={root}",
             "data.size=[64, 32]", "data.workers=0", "sampler.p=3", "sampler.k=2", "sampler.num_batches=2",
             "train.epochs=3", "train.eval_every=0", "train.seed=1", "schedule.kind=stadb",
-            "schedule.warmup_epochs=2", "schedule.warmup_step=1", "train.tensorboard=false", "train.plots=false"]
+            "schedule.warmup_epochs=2", "schedule.warmup_step=1", "train.tensorboard=false", "train.plots=false",
+            "train.device=cpu"]  # bit-identical resumption is a CPU guarantee (docs/guarantees.md)
     cmd = [sys.executable, "-m", "reidkit", "train", "--config", str(PRESET), "--out", str(out), "--quiet"]
     for s in sets:
         cmd += ["--set", s]

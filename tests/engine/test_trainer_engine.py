@@ -32,7 +32,7 @@ def tiny(root: Path, out: Path, epochs: int = 2, **extra: object) -> list[str]:
     sets = ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={root}",
             "data.size=[64, 32]", "data.workers=0", "sampler.p=3", "sampler.k=2", "sampler.num_batches=2",
             f"train.epochs={epochs}", "train.eval_every=1", "train.progress=false", f"train.out_dir={out}",
-            "schedule.kind=constant", "optim.lr=3e-4", "train.seed=7"]
+            "schedule.kind=constant", "optim.lr=3e-4", "train.seed=7", "train.device=cpu"]
     return sets + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
 
 

@@ -30,7 +30,6 @@ from reidkit.inference.gallery import (
     update_index,
 )
 
-needs_faiss = pytest.mark.skipif(not knn_mod.faiss_available(), reason="faiss is not installed")
 APPROX = ["hnsw", "ivfpq"]
 
 
@@ -76,7 +75,7 @@ BOUNDS = {"hnsw": (0.95, 0.95), "ivfpq": (0.95, 0.9)}
 SMALL = {"flat": ("flat", 2000), "hnsw": ("hnsw", 2000), "ivfpq": (IndexSpec.make("ivfpq", nbits=4), 2000)}
 
 
-@needs_faiss
+@pytest.mark.faiss
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("kind", APPROX)
 def test_approximate_recall_against_exact(kind: str, metric: str) -> None:
@@ -105,7 +104,7 @@ def test_approximate_recall_against_exact(kind: str, metric: str) -> None:
         assert recall(gal.search_arrays(q, k=10, refine=1)[1].numpy(), truth)[1] <= r10 + 1e-9
 
 
-@needs_faiss
+@pytest.mark.faiss
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_exact_index_equals_brute_force_and_add_after_build_equals_build_of_union(metric: str, tmp_path: Path) -> None:
     """The exact index ranks as brute force; built from A then B added (in memory, and through add_to_index on
@@ -133,7 +132,7 @@ def test_exact_index_equals_brute_force_and_add_after_build_equals_build_of_unio
     assert torch.equal(i_b, i_u) and torch.equal(d_b, d_u) and back.ids == ids
 
 
-@needs_faiss
+@pytest.mark.faiss
 @pytest.mark.parametrize("kind", ["flat", *APPROX])
 def test_remove_and_update_then_search(kind: str, tmp_path: Path) -> None:
     """After removing an identity and updating entries, no search returns a removed entry, and the updated
@@ -166,7 +165,7 @@ def test_remove_and_update_then_search(kind: str, tmp_path: Path) -> None:
     assert reloaded.describe_index().startswith(kind)
 
 
-@needs_faiss
+@pytest.mark.faiss
 def test_hnsw_tombstones_survive_a_save_and_are_rebuilt_past_the_threshold(tmp_path: Path) -> None:
     """HNSW keeps removed vectors as tombstones (in its file too, never returned) until they pass
     HNSW_REBUILD_FRACTION of the graph; then the graph is rebuilt from the live rows only."""
@@ -186,7 +185,7 @@ def test_hnsw_tombstones_survive_a_save_and_are_rebuilt_past_the_threshold(tmp_p
     assert not len(g._vindex.dead)
 
 
-@needs_faiss
+@pytest.mark.faiss
 def test_ivfpq_trains_once_and_adds_only_new_vectors(tmp_path: Path) -> None:
     """IVF-PQ is trained when built, on the first rows; a later add_to_index encodes the new vectors with the
     same training (coarse centroids unchanged, trained_on unchanged, the manifest records both)."""
@@ -214,7 +213,7 @@ def test_ivfpq_trains_once_and_adds_only_new_vectors(tmp_path: Path) -> None:
         Gallery(index=IndexSpec.make("ivfpq", m=5)).add(torch.randn(3, 32))
 
 
-@needs_faiss
+@pytest.mark.faiss
 def test_rebuild_changes_kind_and_retrains(tmp_path: Path) -> None:
     """rebuild_index: flat → hnsw → ivfpq (retrained on the whole gallery, nlist chosen again) → flat, the
     entries untouched and search results valid after each."""
@@ -234,7 +233,7 @@ def test_rebuild_changes_kind_and_retrains(tmp_path: Path) -> None:
                                                         torch.arange(5)).all()
 
 
-@needs_faiss
+@pytest.mark.faiss
 @pytest.mark.parametrize("kind", APPROX)
 def test_search_parameters_are_checked_and_overridable(kind: str, tmp_path: Path) -> None:
     spec, n = SMALL[kind]
@@ -249,7 +248,7 @@ def test_search_parameters_are_checked_and_overridable(kind: str, tmp_path: Path
         gallery_of("flat", 10, 4)[0].search_arrays(torch.zeros(1, 4), k=1, nprobe=3)
 
 
-@needs_faiss
+@pytest.mark.faiss
 @pytest.mark.parametrize("kind", APPROX)
 def test_missing_or_damaged_faiss_file_is_rebuilt_with_one_warning(kind: str, tmp_path: Path) -> None:
     """The embeddings are the source of truth: a missing, truncated or foreign FAISS file gives one warning, the
@@ -293,7 +292,7 @@ def _flat_bytes(n: int = 20, d: int = 8) -> bytes:
     return faiss.serialize_index(index).tobytes()
 
 
-@needs_faiss
+@pytest.mark.faiss
 def test_crafted_faiss_files_are_refused_before_faiss_reads_them() -> None:
     """A size field asking for petabytes, an HNSW neighbour outside the graph, trailing bytes, another index type:
     check_layout refuses each without allocating what the file asks for (FAISS's own reader would allocate and
@@ -328,7 +327,7 @@ def test_crafted_faiss_files_are_refused_before_faiss_reads_them() -> None:
         check_layout(bytes(data))
 
 
-@needs_faiss
+@pytest.mark.faiss
 def test_random_damage_to_a_faiss_file_is_refused_or_harmless() -> None:
     """200 seeded random byte changes of HNSW and IVF-PQ files: check_layout refuses the file, or FAISS reads it
     and searches it without crashing (a change inside a vector or a code only moves distances)."""
@@ -402,7 +401,7 @@ def test_without_faiss_exact_search_still_works_and_approximate_asks_for_it(tmp_
     assert len(Gallery.load(tmp_path / "hnsw")) == 300  # untouched
 
 
-@needs_faiss
+@pytest.mark.faiss
 def test_format_1_index_reads_and_orphans_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
     """An index written before FAISS files (format 1: no keys, no 'index') reads as an exact index; the next
     write upgrades it. Generation files a killed writer left (never named by the manifest) go at that write."""

@@ -96,7 +96,8 @@ def test_load_checkpoint_safetensors_and_onnx_agree(stadb_model: torch.nn.Module
     assert o.input_size == (64, 32) and o.embedding_dim == 1536
     c = o.embed(paths, flip=True)
     assert_same(a, b)
-    assert_same(c, reidkit.load(stadb_file).embed(paths, flip=True), rel=1e-5, msg="onnx")
+    # on CPU both ways: a GPU's convolutions (TF32) differ from ONNX Runtime's CPU ones by ~1e-3
+    assert_same(c, reidkit.load(stadb_file, device="cpu").embed(paths, flip=True), rel=1e-5, msg="onnx")
     assert reidkit.load(stadb_file).meta["weights_digest"] == o.meta["weights_digest"] == \
         reidkit.load(ckpt).meta["weights_digest"]
 
@@ -116,7 +117,7 @@ def test_load_rejects_unknown_model_and_garbage(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-@pytest.mark.parametrize("use_faiss", [False, True])
+@pytest.mark.parametrize("use_faiss", [False, pytest.param(True, marks=pytest.mark.faiss)])
 def test_gallery_search_equals_brute_force_and_round_trips(metric: str, use_faiss: bool, tmp_path: Path) -> None:
     gen = torch.Generator().manual_seed(3)
     g = torch.randn(300, 24, generator=gen)

@@ -53,6 +53,7 @@ def _whole(idx: Path):  # type: ignore[no-untyped-def]
     return g
 
 
+@pytest.mark.faiss
 def test_two_index_adds_at_once_lose_nothing(rel_weights, synth_root, tmp_path, cli, child_env):
     """Two 'reidkit index add' processes started together on one HNSW index, each adding its own images: both
     exit 0 and the index holds every image once (it used to keep only the last writer's), in its FAISS index
@@ -78,6 +79,7 @@ def test_two_index_adds_at_once_lose_nothing(rel_weights, synth_root, tmp_path, 
     assert len(g) == 12 and set(g.ids) == want and len(set(g.ids)) == 12 and g.index_spec.kind == "hnsw"
 
 
+@pytest.mark.faiss
 def test_an_add_and_a_remove_at_once_both_land(rel_weights, synth_root, tmp_path, cli, child_env):
     """'reidkit index add' and 'reidkit index remove' started together on one HNSW index: the added images are
     in, the removed ones out, whichever took the lock first."""
