@@ -22,8 +22,9 @@ def channel_max(x: Tensor) -> Tensor:
 
     ``max(...).values``, not ``amax``: under ``torch.compile`` with bf16 autocast, inductor computes a fused
     ``amax`` in float32 while its backward compares it with the bf16-rounded input, finds no element equal
-    to the maximum and divides by that count of zero, which made every gradient of a compiled STADB NaN
-    (torch 2.11 on CUDA and 2.13 on CPU). ``max`` routes the gradient through its index instead.
+    to the maximum and divides by that count of zero: every gradient of a compiled STADB was NaN (seen on
+    an H200 with torch 2.11, narrowed down on CPU with torch 2.13). ``max`` routes the gradient through its
+    index instead.
     """
     return x.max(dim=1, keepdim=True).values
 
