@@ -73,13 +73,16 @@ class Setup:
     threads: int
     metric: str
     nbits: int = 8
+    hnsw_m: int | None = None  # None: reidkit's defaults
+    ef_construction: int | None = None
 
     @property
     def n_ids(self) -> int:
         return max(1, self.size // self.per_id)
 
     def key(self) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k not in ("threads", "nbits")}  # what the data depends on
+        fields = {k: v for k, v in asdict(self).items()
+                  if k not in ("threads", "nbits", "hnsw_m", "ef_construction")}  # what the data depends on
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,7 +151,12 @@ def spec_for(kind: str, s: Setup):  # type: ignore[no-untyped-def]
     """The resolved ``IndexSpec`` of a case (IVF-PQ's nlist and m as ``Gallery`` would choose them)."""
     from reidkit.inference.faiss_index import IndexSpec
 
-    base = IndexSpec.make("ivfpq", nbits=s.nbits) if kind.startswith("ivfpq") else IndexSpec.make(kind)
+    if kind.startswith("ivfpq"):
+        base = IndexSpec.make("ivfpq", nbits=s.nbits)
+    elif kind == "hnsw":
+        base = IndexSpec.make("hnsw", hnsw_m=s.hnsw_m, ef_construction=s.ef_construction)
+    else:
+        base = IndexSpec.make(kind)
     built_on = s.size // GROWTH if kind == "ivfpq-grown" else s.size
     return base.resolved(s.dim, built_on), built_on
 
@@ -233,14 +241,14 @@ def case_child(kind: str, s: Setup, truth_path: str) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from reidkit.inference.faiss_index import IndexSpec, VectorIndex
+    from reidkit.inference.faiss_index import VectorIndex
 
     torch.set_num_threads(s.threads)
     truth = np.load(truth_path)
     data = Synthetic(s)
     q = data.queries()
     g_pids, q_pids = data.pids(), data.query_pids()
-    spec, built_on = spec_for(kind, s) if kind.startswith("ivfpq") else (IndexSpec.make(kind), s.size)
+    spec, built_on = spec_for(kind, s)
     build = build_cpu = 0.0
     first_rows = spec.training_rows(built_on) if spec.kind == "ivfpq" else min(s.chunk, s.size)
     t0 = time.perf_counter()
@@ -319,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"], help="default euclidean")
     ap.add_argument("--threads", type=int, default=2, help="torch and FAISS threads per case (default 2)")
     ap.add_argument("--nbits", type=int, default=8, help="IVF-PQ bits per code (default 8, reidkit's default)")
+    ap.add_argument("--hnsw-m", type=int, default=None, help="HNSW links per node (default: reidkit's)")
+    ap.add_argument("--ef-construction", type=int, default=None, help="HNSW build-time candidates (default: reidkit's)")
     ap.add_argument("--chunk", type=int, default=65536, help="rows generated at a time (default 65536)")
     ap.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     ap.add_argument("--memory-gb", type=float, default=None,
@@ -355,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     exact_same: dict[int, float] = {}
     for size in sizes:
         s = Setup(size, args.dim, args.queries, args.per_id, args.noise, args.seed, args.chunk, args.threads,
-                  args.metric, args.nbits)
+                  args.metric, args.nbits, args.hnsw_m, args.ef_construction)
         truth_file = cache / f"truth-{s.key()}.npy"
         if not truth_file.exists():
             t = run_child(["truth", str(cache)], s, args.quick)
