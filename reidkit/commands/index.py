@@ -39,7 +39,7 @@ INDEX_OPTIONS = {
     "--nprobe": ("nprobe", "ivfpq", "IVF-PQ lists searched per query (default 16)"),
     "--refine": ("refine", "ivfpq", "IVF-PQ candidates per result scored exactly (default 4)"),
     "--hnsw-m": ("hnsw_m", "hnsw", "HNSW links per node (default 64)"),
-    "--ef-construction": ("ef_construction", "hnsw", "HNSW candidate list while building (default 128)"),
+    "--ef-construction": ("ef_construction", "hnsw", "HNSW candidate list while building (default 40)"),
     "--ef-search": ("ef_search", "hnsw", "HNSW candidate list while searching (default 64)"),
 }
 GROWTH_NOTE = 10  # `add` suggests retraining once an IVF-PQ index holds this many times its training set

@@ -65,8 +65,8 @@ class IndexSpec:
             makes IVF-PQ's top results right.
         hnsw_m: HNSW links per node (default 64: on 1,536-d embeddings 32 links found far less; see
             docs/gallery.md).
-        ef_construction: HNSW candidate list while building (default 128, twice the links: 40 left a
-            300,000-entry gallery poorly connected; see docs/gallery.md).
+        ef_construction: HNSW candidate list while building (default 40; large galleries need more: see
+            docs/gallery.md).
         ef_search: HNSW candidate list while searching (default 64; a search may ask for another).
 
     Examples:
@@ -81,7 +81,7 @@ class IndexSpec:
     nprobe: int = 16
     refine: int = 4
     hnsw_m: int = 64
-    ef_construction: int = 128
+    ef_construction: int = 40
     ef_search: int = 64
 
     @classmethod

@@ -220,7 +220,7 @@ def test_rebuild_changes_kind_and_retrains(tmp_path: Path) -> None:
     gal, g_emb = gallery_of("flat", 2000, 16, seed=6)
     gal.save(tmp_path / "idx")
     assert rebuild_index(tmp_path / "idx", "hnsw", ef_search=80)[0] == \
-        "hnsw (hnsw_m 64, ef_construction 128, ef_search 80)"
+        "hnsw (hnsw_m 64, ef_construction 40, ef_search 80)"
     assert Gallery.load(tmp_path / "idx").search(g_emb[7], k=1)[0][0].id == "e7"
     text, total = rebuild_index(tmp_path / "idx", "ivfpq", nbits=4)
     assert (text, total) == ("ivfpq (nlist 51, m 16, nbits 4, nprobe 16, refine 4; trained on 2,000 vectors)", 2000)

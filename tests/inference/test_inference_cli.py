@@ -226,7 +226,7 @@ def test_index_approx_remove_update_rebuild(stadb_file: Path, synth_root: Path, 
     base = ["--no-progress", "--device", "cpu"]
     assert main(["index", "build", "--checkpoint", str(stadb_file), "--images", str(gallery), "--out", str(idx),
                  "--approx", "hnsw", "--ef-search", "32", *base]) == 0
-    assert "hnsw (hnsw_m 64, ef_construction 128, ef_search 32)" in capsys.readouterr().out
+    assert "hnsw (hnsw_m 64, ef_construction 40, ef_search 32)" in capsys.readouterr().out
     manifest = json.loads((idx / "manifest.json").read_text())
     assert manifest["index"]["kind"] == "hnsw" and manifest["index"]["ef_search"] == 32
     assert (idx / manifest["index"]["file"]).is_file()
