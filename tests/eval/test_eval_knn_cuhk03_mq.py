@@ -25,7 +25,7 @@ def test_torch_topk_matches_brute_force(metric: str) -> None:
     np.testing.assert_allclose(d.numpy(), full.gather(1, ref).numpy(), atol=1e-4)
 
 
-@pytest.mark.skipif(not knn_mod.faiss_available(), reason="faiss is not installed")
+@pytest.mark.faiss
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_faiss_exact_equals_torch(metric: str) -> None:
     g = torch.Generator().manual_seed(1)

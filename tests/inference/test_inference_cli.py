@@ -213,7 +213,7 @@ def test_search_refuses_nan_features(tmp_path: Path, stadb_file: Path, gallery_d
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.skipif(not knn_mod.faiss_available(), reason="faiss is not installed")
+@pytest.mark.faiss
 def test_index_approx_remove_update_rebuild(stadb_file: Path, synth_root: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     """An HNSW index through the CLI: build with its options recorded, search with an override, remove by pid,
@@ -298,7 +298,7 @@ def test_index_without_faiss(stadb_file: Path, synth_root: Path, tmp_path: Path,
                    "(or pip install faiss-cpu)"]
 
 
-@pytest.mark.skipif(not knn_mod.faiss_available(), reason="faiss is not installed")
+@pytest.mark.faiss
 def test_index_add_says_when_ivfpq_outgrew_its_training(stadb_file: Path, synth_root: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
