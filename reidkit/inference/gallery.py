@@ -15,16 +15,22 @@ absolute path; the metadata holds ``path``, ``pid`` and ``camid``.
 
 On disk a gallery is a folder:
     INDEX_DIR/manifest.json                    metric, dimension, ids, metadata, model description, the index
-                                               kind with its parameters, and the files of the generation
-    INDEX_DIR/embeddings-<generation>.safetensors  embeddings and keys: the source of truth
-    INDEX_DIR/faiss-<generation>.index         the FAISS index of the same generation (when FAISS is installed)
+                                               kind with its parameters, the generation and its files
+    INDEX_DIR/embeddings-<hex>.safetensors     segments of the embeddings and their keys, in row order: the
+                                               source of truth
+    INDEX_DIR/faiss-<generation>.index         the approximate FAISS index of the generation (when FAISS is
+                                               installed; the exact index is the embeddings, it has no file)
     INDEX_DIR/model.safetensors (or model.onnx) the model that made the embeddings (``reidkit index build``)
     INDEX_DIR/.reidkit-index.lock              taken by writers (``index_lock``)
 
-A save writes a new generation (embeddings, then the FAISS file), then replaces ``manifest.json``
-atomically, then removes the old generation's files, so a reader always sees a complete, consistent index:
-a SIGKILL at any moment leaves the old generation or the new one. ``Gallery.load`` reads the manifest
-again when a writer removed the files it named in between. Writers take the index's lock;
+A segment file is never changed once written: a save writes only the segments that are new or changed since
+the gallery was read (rows added, rows removed from them, or small ones merged, so a gallery keeps few
+files; none holds more than ``SEGMENT_ROWS`` rows), then the FAISS file, then replaces ``manifest.json``
+atomically, then removes the files the old generation named and the new one does not. An ``index add``
+to a large gallery thus writes its new rows, the manifest and an approximate index's file, not the whole
+gallery. A reader always sees a complete, consistent index: a SIGKILL at any moment leaves the old
+generation or the new one. ``Gallery.load`` reads the manifest again when a writer removed the files it
+named in between. Writers take the index's lock;
 ``add_to_index``, ``remove_from_index``, ``update_index`` and ``rebuild_index`` re-read the index under it
 and change only what they were asked to, so concurrent writers all land (POSIX systems; elsewhere writes
 are not serialised), and remove the files a killed writer left behind (never named by a manifest).
@@ -86,7 +92,8 @@ from reidkit.utils.limits import MAX_EMBEDDING_DIM
 from reidkit.utils.paths import inside, within
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: keys in the embeddings file, the FAISS index and its file in the manifest
+FORMAT_VERSION = 3  # 2: keys in the embeddings file, the FAISS index in the manifest; 3: embedding segments
+SEGMENT_ROWS = 1 << 16  # the most rows a segment file holds (400 MB of 1,536-d float32)
 LOCK = ".reidkit-index.lock"
 MODEL_FILES = ("model.safetensors", "model.onnx")  # the index's own model, in the order they are looked for
 LOCK_WAIT_SECONDS = 120.0  # how long a writer waits for another one (a save takes seconds)
@@ -97,6 +104,14 @@ T = TypeVar("T")
 
 class GalleryIndexError(ReidkitError):
     """A gallery index folder that is missing, damaged or made by another model."""
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """``rows`` consecutive gallery rows, stored in the segment ``file`` (None: not written yet)."""
+
+    rows: int
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,7 @@ class Gallery:
         self._emb: torch.Tensor | None = None
         self._key_chunks: list[np.ndarray] = []
         self._keys: np.ndarray | None = None
+        self._segments: list[_Segment] = []  # the rows in order, by the segment file that holds them
         self._next_key = 0
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (argsort of keys, sorted keys)
         self._vindex: VectorIndex | None = None  # the built FAISS index (None: built when first needed)
@@ -221,6 +237,7 @@ class Gallery:
         self._next_key += n
         self._chunks.append(emb)
         self._key_chunks.append(keys)
+        self._segments.append(_Segment(n))
         self.ids.extend(ids)
         self.metadata.extend(meta)
         self._changed()
@@ -275,6 +292,13 @@ class Gallery:
                 self._vindex = None  # rebuilt from the live rows when next needed
         emb, keys = self.embeddings[torch.from_numpy(keep)], self.keys[keep]
         self._chunks, self._key_chunks = ([emb], [keys]) if len(keys) else ([], [])
+        segments, first = [], 0
+        for seg in self._segments:
+            kept = int(keep[first : first + seg.rows].sum())
+            first += seg.rows
+            if kept:
+                segments.append(seg if kept == seg.rows else _Segment(kept))
+        self._segments = segments
         self.ids = [x for x, k in zip(self.ids, keep, strict=True) if k]
         self.metadata = [x for x, k in zip(self.metadata, keep, strict=True) if k]
         self._changed()
@@ -477,8 +501,10 @@ class Gallery:
         elif kind != "flat":
             self._require_faiss(f"writing a {kind} index")
         generation = uuid.uuid4().hex[:12]
-        name = f"embeddings-{generation}.safetensors"
-        faiss_name = f"faiss-{generation}.index" if vindex is not None else None
+        faiss_name = f"faiss-{generation}.index" if vindex is not None and kind != "flat" else None
+        stored = {(seg["file"], seg["rows"]) for seg in old["segments"]} if old else set()
+        segments = _planned_segments(self._segments, lambda seg: (seg.file, seg.rows) in stored
+                                     and _is_regular(out / str(seg.file)))
         index: dict[str, Any] = {"kind": kind, **self.index_spec.fields(), "file": faiss_name}
         if vindex is not None and vindex.built():
             index["built"] = vindex.built()
@@ -488,7 +514,8 @@ class Gallery:
             "metric": self.metric,
             "embedding_dim": self.embedding_dim,
             "count": len(self),
-            "embeddings_file": name,
+            "generation": generation,
+            "segments": [],
             "index": index,
             "model": self.model_meta,
             "ids": self.ids,
@@ -500,10 +527,19 @@ class Gallery:
             raise ReidkitError(f"{out}: ids and metadata must be JSON values (str, int, float, lists, dicts): "
                                f"{exc}") from exc
         if old:
-            _remove_orphans(out, {old["embeddings_file"], old["index"]["file"]})
-        written = [out / name]
+            _remove_orphans(out, _files_of(old))
+        written: list[Path] = []
         try:
-            save_tensors(out / name, {"embeddings": self.embeddings, "keys": torch.from_numpy(self.keys)})
+            first = 0
+            for i, seg in enumerate(segments):
+                if seg.file is None:
+                    name = f"embeddings-{uuid.uuid4().hex[:12]}.safetensors"
+                    written.append(out / name)
+                    save_tensors(out / name, {"embeddings": self.embeddings[first : first + seg.rows],
+                                              "keys": torch.from_numpy(self.keys[first : first + seg.rows])})
+                    segments[i] = _Segment(seg.rows, name)
+                first += seg.rows
+            manifest["segments"] = [{"file": seg.file, "rows": seg.rows} for seg in segments]
             if vindex is not None and faiss_name is not None:
                 written.append(out / faiss_name)
                 with atomic_path(out / faiss_name) as tmp:
@@ -513,10 +549,10 @@ class Gallery:
             for p in written:
                 p.unlink(missing_ok=True)
             raise
+        self._segments = segments
         if old:
-            for stale in (old["embeddings_file"], old["index"]["file"]):
-                if stale and stale not in (name, faiss_name):
-                    (out / stale).unlink(missing_ok=True)
+            for stale in _files_of(old) - _files_of(manifest):
+                (out / str(stale)).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], use_faiss: bool | None = None) -> Gallery:
@@ -529,11 +565,14 @@ class Gallery:
         for _ in range(_LOAD_ATTEMPTS):
             m = _read_manifest(d)
             try:
-                tensors = _read_generation_file(d, m, m["embeddings_file"], _load_embeddings)
-                if tensors is None:
-                    raise GalleryIndexError(f"{d}: damaged index (its embeddings file {m['embeddings_file']} is "
-                                            "missing); rebuild it with 'reidkit index build'")
-                g = cls._from_manifest(d, m, tensors, use_faiss)
+                parts = []
+                for seg in m["segments"]:
+                    tensors = _read_generation_file(d, m, seg["file"], _load_embeddings)
+                    if tensors is None:
+                        raise GalleryIndexError(f"{d}: damaged index (its embeddings file {seg['file']} is "
+                                                "missing); rebuild it with 'reidkit index build'")
+                    parts.append(tensors)
+                g = cls._from_manifest(d, m, parts, use_faiss)
                 g._read_index(d, m)
             except _Replaced:
                 continue
@@ -570,16 +609,23 @@ class Gallery:
                       "write to the index stores it)", stacklevel=3)
 
     @classmethod
-    def _from_manifest(cls, d: Path, m: dict[str, Any], tensors: dict[str, torch.Tensor],
+    def _from_manifest(cls, d: Path, m: dict[str, Any], parts: list[dict[str, torch.Tensor]],
                        use_faiss: bool | None) -> Gallery:
-        emb = tensors.get("embeddings")
-        if emb is None:
-            raise GalleryIndexError(f"{d}: damaged index (no 'embeddings' tensor); rebuild it with "
-                                    "'reidkit index build'")
-        if not emb.is_floating_point() or emb.dim() != 2:
-            raise GalleryIndexError(f"{d}: damaged index (embeddings of dtype {emb.dtype} and shape "
-                                    f"{tuple(emb.shape)}; expected float N×D)")
-        n, width = int(emb.shape[0]), int(emb.shape[1])
+        """The gallery of manifest ``m`` and its segments' tensors ``parts``, checked against each other."""
+        width = None
+        for seg, tensors in zip(m["segments"], parts, strict=True):
+            emb = tensors.get("embeddings")
+            if emb is None:
+                raise GalleryIndexError(f"{d}: damaged index (no 'embeddings' tensor in {seg['file']}); rebuild "
+                                        "it with 'reidkit index build'")
+            if not emb.is_floating_point() or emb.dim() != 2 or (width is not None and emb.shape[1] != width):
+                raise GalleryIndexError(f"{d}: damaged index (embeddings of dtype {emb.dtype} and shape "
+                                        f"{tuple(emb.shape)} in {seg['file']}; expected float N×D)")
+            width = int(emb.shape[1])
+            if seg["rows"] is not None and emb.shape[0] != seg["rows"]:
+                raise GalleryIndexError(f"{d}: damaged index ({seg['file']} holds {emb.shape[0]} rows, the "
+                                        f"manifest says {seg['rows']}); rebuild it with 'reidkit index build'")
+        n = sum(int(t["embeddings"].shape[0]) for t in parts)
         if not (n == len(m["ids"]) == len(m["metadata"]) == m["count"]):
             raise GalleryIndexError(f"{d}: damaged index ({n} embeddings, {len(m['ids'])} ids, "
                                     f"{len(m['metadata'])} metadata entries, count {m['count']}); rebuild it "
@@ -587,14 +633,24 @@ class Gallery:
         if n and m["embedding_dim"] is not None and m["embedding_dim"] != width:
             raise GalleryIndexError(f"{d}: damaged index (embeddings of width {width}, manifest says "
                                     f"{m['embedding_dim']})")
-        keys = _checked_keys(tensors.get("keys"), n, d)
+        key_parts = [t.get("keys") for t in parts]
+        keys = _checked_keys(None if len(parts) == 1 and key_parts[0] is None else key_parts, n, d)
         g = cls(embedding_dim=m["embedding_dim"] or (width if n else None), metric=m["metric"],
                 model_meta=m["model"], use_faiss=use_faiss)
         g.index_spec = m["index"]["spec"]  # set here: reading (and searching exactly) needs no FAISS
         g._stored_trained_on = m["index"]["built"].get("trained_on")
         if n:
-            g._chunks, g._key_chunks = [emb.float()], [keys]
+            emb = torch.empty(n, width or 0)  # filled segment by segment: no second copy of the gallery
+            first = 0
+            for t in parts:
+                rows = int(t["embeddings"].shape[0])
+                emb[first : first + rows] = t["embeddings"]
+                first += rows
+            g._chunks, g._key_chunks = [emb], [keys]
             g._next_key = int(keys.max()) + 1
+            g._segments = [_Segment(rows, seg["file"] if t.get("keys") is not None and rows <= SEGMENT_ROWS else None)
+                           for seg, t in zip(m["segments"], parts, strict=True)
+                           if (rows := int(t["embeddings"].shape[0]))]  # a file of format 1 or 2 may be rewritten
         g.ids, g.metadata = list(m["ids"]), [dict(x) for x in m["metadata"]]
         return g
 
@@ -795,7 +851,7 @@ def _read_generation_file(d: Path, m: dict[str, Any], name: str, reader: Callabl
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        if _read_manifest(d)["embeddings_file"] != m["embeddings_file"]:
+        if _read_manifest(d)["generation"] != m["generation"]:
             raise _Replaced from None
         return None
     if not stat.S_ISREG(st.st_mode):
@@ -804,7 +860,7 @@ def _read_generation_file(d: Path, m: dict[str, Any], name: str, reader: Callabl
     try:
         return reader(path)
     except (ReidkitError, ValueError, RuntimeError, OSError):
-        if not path.exists() and _read_manifest(d)["embeddings_file"] != m["embeddings_file"]:
+        if not path.exists() and _read_manifest(d)["generation"] != m["generation"]:
             raise _Replaced from None  # removed by a writer while we read it
         raise
 
@@ -817,18 +873,55 @@ def _load_embeddings(path: Path) -> dict[str, torch.Tensor]:
             from None
 
 
-def _checked_keys(keys: torch.Tensor | None, n: int, d: Path) -> np.ndarray:
-    """The rows' keys from the embeddings file (0..n-1 for an index written before keys existed), checked:
+def _checked_keys(keys: list[torch.Tensor | None] | None, n: int, d: Path) -> np.ndarray:
+    """The rows' keys from the segments' files (0..n-1 for an index written before keys existed), checked:
     int64, one per row, distinct, within 0..MAX_KEY."""
     if keys is None:
         return np.arange(n, dtype=np.int64)
-    if keys.dtype != torch.int64 or tuple(keys.shape) != (n,):
-        raise GalleryIndexError(f"{d}: damaged index (keys of dtype {keys.dtype} and shape {tuple(keys.shape)}; "
-                                f"expected {n} int64)")
-    out = keys.numpy().astype(np.int64, copy=True)
+    parts = []
+    for k in keys:
+        if k is None or k.dtype != torch.int64 or k.dim() != 1:
+            what = "no keys" if k is None else f"keys of dtype {k.dtype} and shape {tuple(k.shape)}"
+            raise GalleryIndexError(f"{d}: damaged index ({what} in a segment; expected int64, one per row)")
+        parts.append(k.numpy())
+    out = np.concatenate(parts).astype(np.int64, copy=True) if parts else np.zeros(0, dtype=np.int64)
+    if len(out) != n:
+        raise GalleryIndexError(f"{d}: damaged index (keys of shape ({len(out)},); expected {n} int64)")
     if n and (out.min() < 0 or out.max() >= MAX_KEY or len(np.unique(out)) != n):
         raise GalleryIndexError(f"{d}: damaged index (keys repeated or outside 0..2^62)")
     return out
+
+
+def _planned_segments(segments: list[_Segment], on_disk: Callable[[_Segment], bool]) -> list[_Segment]:
+    """The segments a save leaves: those whose file is ``on_disk`` as they are; the others (new rows, rows
+    removed, or files gone) to be written, in pieces of at most ``SEGMENT_ROWS``; a segment that is more than
+    half the one before it merges into it (so a gallery grown by many small adds keeps O(log N) files, each
+    row rewritten O(log N) times), up to ``SEGMENT_ROWS`` rows."""
+    plan: list[_Segment] = []
+    for seg in segments:
+        if seg.file is not None and not on_disk(seg):
+            seg = _Segment(seg.rows)
+        pieces = [seg] if seg.file is not None else [
+            _Segment(min(SEGMENT_ROWS, seg.rows - s)) for s in range(0, seg.rows, SEGMENT_ROWS)]
+        for piece in pieces:
+            plan.append(piece)
+            while (len(plan) >= 2 and plan[-2].rows <= 2 * plan[-1].rows
+                   and plan[-2].rows + plan[-1].rows <= SEGMENT_ROWS):
+                last = plan.pop()
+                plan[-1] = _Segment(plan[-1].rows + last.rows)
+    return plan
+
+
+def _files_of(m: dict[str, Any]) -> set[str]:
+    """The generation files a manifest names: its segments and its FAISS file."""
+    return {seg["file"] for seg in m["segments"]} | ({m["index"]["file"]} if m["index"]["file"] else set())
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _remove_orphans(out: Path, current: set[str | None]) -> None:
@@ -875,10 +968,7 @@ def _check_manifest(m: Any, path: Path) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise GalleryIndexError(f"{path}: index format {version} is newer than this reidkit reads "
                                 f"({FORMAT_VERSION}); upgrade reidkit")
-    # the manifest names a file inside the index folder, never a path that leads elsewhere
-    if not isinstance(m.get("embeddings_file"), str) or not _EMBEDDINGS_NAME.fullmatch(m["embeddings_file"]):
-        raise GalleryIndexError(f"{path}: 'embeddings_file' must be a file name like "
-                                "embeddings-<hex>.safetensors inside the index folder")
+    _check_segments(m, version, path)
     if m.get("metric") not in ("euclidean", "cosine"):
         raise bad("'metric' must be euclidean or cosine")
     dim = m.get("embedding_dim")
@@ -893,7 +983,9 @@ def _check_manifest(m: Any, path: Path) -> dict[str, Any]:
     if not isinstance(count, int) or isinstance(count, bool):
         raise bad("'count' must be an integer")
     m["count"], m["embedding_dim"] = count, dim
-    m["index"] = _check_index_section(m.get("index"), m["embeddings_file"], dim, bad, path)
+    if version >= 3 and sum(seg["rows"] for seg in m["segments"]) != count:
+        raise bad(f"its segments hold {sum(seg['rows'] for seg in m['segments'])} rows, 'count' is {count}")
+    m["index"] = _check_index_section(m.get("index"), m["generation"], dim, bad, path)
     if m.get("model") is not None:
         check_model_meta(m["model"], path, registered=False)
     else:
@@ -901,7 +993,38 @@ def _check_manifest(m: Any, path: Path) -> dict[str, Any]:
     return m
 
 
-def _check_index_section(sec: Any, embeddings_file: str, dim: int | None, bad: Callable[[str], Exception],
+def _check_segments(m: dict[str, Any], version: int, path: Path) -> None:
+    """Sets ``m["segments"]`` (a list of ``{"file", "rows"}``; rows None: as the file says) and
+    ``m["generation"]``, checked: plain file names inside the index folder, never a path that leads elsewhere
+    (before format 3: the one ``embeddings_file``, whose name gives the generation)."""
+    name_rule = "a file name like embeddings-<hex>.safetensors inside the index folder"
+    if version < 3:
+        if not isinstance(m.get("embeddings_file"), str) or not _EMBEDDINGS_NAME.fullmatch(m["embeddings_file"]):
+            raise GalleryIndexError(f"{path}: 'embeddings_file' must be {name_rule}")
+        m["segments"] = [{"file": m["embeddings_file"], "rows": None}]
+        m["generation"] = _EMBEDDINGS_NAME.fullmatch(m["embeddings_file"]).group(1)  # type: ignore[union-attr]
+        return
+    generation, segments = m.get("generation"), m.get("segments")
+    if not isinstance(generation, str) or not re.fullmatch(r"[0-9a-f]{1,64}", generation):
+        raise GalleryIndexError(f"{path}: damaged index manifest ('generation' must be a hex string); rebuild "
+                                "it with 'reidkit index build'")
+    if not isinstance(segments, list) or not all(
+            isinstance(seg, dict) and set(seg) == {"file", "rows"} for seg in segments):
+        raise GalleryIndexError(f"{path}: damaged index manifest ('segments' must be a list of {{file, rows}}); "
+                                "rebuild it with 'reidkit index build'")
+    for seg in segments:
+        if not isinstance(seg["file"], str) or not _EMBEDDINGS_NAME.fullmatch(seg["file"]):
+            raise GalleryIndexError(f"{path}: each segment's 'file' must be {name_rule}")
+        rows = seg["rows"]
+        if not isinstance(rows, int) or isinstance(rows, bool) or not 1 <= rows <= SEGMENT_ROWS:
+            raise GalleryIndexError(f"{path}: damaged index manifest (a segment's 'rows' must be an integer "
+                                    f"from 1 to {SEGMENT_ROWS}); rebuild it with 'reidkit index build'")
+    if len({seg["file"] for seg in segments}) != len(segments):
+        raise GalleryIndexError(f"{path}: damaged index manifest (a segment file named twice); rebuild it with "
+                                "'reidkit index build'")
+
+
+def _check_index_section(sec: Any, generation: str, dim: int | None, bad: Callable[[str], Exception],
                          path: Path) -> dict[str, Any]:
     """The manifest's ``index`` (absent before format 2: an exact index without a file) as ``{"spec":
     IndexSpec, "file": name or None, "built": {...}}``, checked: a known kind, parameters within bounds, a FAISS
@@ -918,9 +1041,8 @@ def _check_index_section(sec: Any, embeddings_file: str, dim: int | None, bad: C
     except ReidkitError as exc:
         raise bad(f"'index': {exc}") from None
     name = sec.get("file")
-    generation = _EMBEDDINGS_NAME.fullmatch(embeddings_file).group(1)  # type: ignore[union-attr]
     if name is not None and name != f"faiss-{generation}.index":
-        raise GalleryIndexError(f"{path}: 'index.file' must be faiss-{generation}.index (the embeddings' "
+        raise GalleryIndexError(f"{path}: 'index.file' must be faiss-{generation}.index (the manifest's "
                                 "generation) inside the index folder, or null")
     built = sec.get("built", {})
     if not isinstance(built, dict) or set(built) - {"nlist", "m", "trained_on"}:

@@ -268,10 +268,9 @@ def test_missing_or_damaged_faiss_file_is_rebuilt_with_one_warning(kind: str, tm
         elif damage == "garbage":
             path.write_bytes(os.urandom(4096))
         elif damage == "other kind":
-            other = gallery_of("flat", 10, dim)[0]
-            other.save(tmp_path / "other")
-            other_name = json.loads((tmp_path / "other" / "manifest.json").read_text())["index"]["file"]
-            path.write_bytes((tmp_path / "other" / other_name).read_bytes())
+            import faiss  # a whole FAISS file of the same width and the wrong kind
+
+            faiss.write_index(faiss.IndexIDMap2(faiss.IndexFlatL2(dim)), str(path))
         with pytest.warns(UserWarning, match=rf"damaged {kind} index .*rebuilt from the embeddings") as caught:
             g = Gallery.load(tmp_path / "idx")
         assert len(caught) == 1 and "\n" not in str(caught[0].message)
@@ -386,7 +385,7 @@ def test_without_faiss_exact_search_still_works_and_approximate_asks_for_it(tmp_
     manifest = json.loads((tmp_path / "exact" / "manifest.json").read_text())
     assert manifest["index"] == {"kind": "flat", "file": None}
     assert sorted(p.name for p in (tmp_path / "exact").iterdir() if not p.name.startswith(".")) == \
-        [manifest["embeddings_file"], "manifest.json"]
+        sorted([*(seg["file"] for seg in manifest["segments"]), "manifest.json"])
     for kind in APPROX:
         with pytest.raises(ReidkitError, match=rf"a {kind} index needs FAISS, which is not installed: pip install"):
             Gallery(index=kind)
@@ -423,10 +422,11 @@ def test_format_1_index_reads_and_orphans_of_a_killed_writer_are_removed(tmp_pat
     (idx / "mine.txt").write_text("not the index's")
     assert add_to_index(idx, torch.zeros(1, 8), ["z"], [{}]) == (1, 51)
     manifest = json.loads((idx / "manifest.json").read_text())
-    gen = manifest["embeddings_file"][len("embeddings-"):-len(".safetensors")]
-    assert manifest["format_version"] == 2 and manifest["index"]["file"] == f"faiss-{gen}.index"
-    assert sorted(p.name for p in idx.iterdir()) == sorted(
-        [".reidkit-index.lock", manifest["embeddings_file"], f"faiss-{gen}.index", "manifest.json", "mine.txt"])
+    assert manifest["format_version"] == 3 and manifest["index"]["file"] is None  # the exact index: no file
+    files = [seg["file"] for seg in manifest["segments"]]
+    assert [seg["rows"] for seg in manifest["segments"]] == [50, 1]
+    assert "embeddings-0123456789ab.safetensors" not in files  # it had no keys: rewritten
+    assert sorted(p.name for p in idx.iterdir()) == sorted([".reidkit-index.lock", *files, "manifest.json", "mine.txt"])
     assert Gallery.load(idx).keys.tolist() == list(range(51))
 
 

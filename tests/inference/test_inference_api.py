@@ -14,7 +14,6 @@ from PIL import Image
 
 import reidkit
 from reidkit.errors import CheckpointError, ReidkitError
-from reidkit.eval.knn import faiss_available
 from reidkit.inference.gallery import Gallery
 
 
@@ -148,15 +147,16 @@ def test_gallery_save_replaces_atomically_and_checks(tmp_path: Path) -> None:
     gal = Gallery()
     gal.add(torch.randn(5, 4))
     gal.save(tmp_path / "idx")
-    first = json.loads((tmp_path / "idx" / "manifest.json").read_text())["embeddings_file"]
+    first = json.loads((tmp_path / "idx" / "manifest.json").read_text())["segments"]
     gal.add(torch.randn(3, 4))
     gal.save(tmp_path / "idx")
     files = sorted(p.name for p in (tmp_path / "idx").iterdir() if not p.name.startswith("."))  # not the lock
-    generation = json.loads((tmp_path / "idx" / "manifest.json").read_text())["embeddings_file"][11:-12]
-    # one generation: the embeddings and their FAISS index (when FAISS is installed), and the manifest
-    assert first not in files and len(Gallery.load(tmp_path / "idx")) == 8
-    assert files == sorted([f"embeddings-{generation}.safetensors", "manifest.json",
-                            *([f"faiss-{generation}.index"] if faiss_available() else [])])
+    segments = json.loads((tmp_path / "idx" / "manifest.json").read_text())["segments"]
+    # one generation: its segment (5 rows and 3 merged: one file of 8) and the manifest; an exact index has no
+    # FAISS file
+    assert [s["rows"] for s in first] == [5] and [s["rows"] for s in segments] == [8]
+    assert first[0]["file"] not in files and len(Gallery.load(tmp_path / "idx")) == 8
+    assert files == sorted([segments[0]["file"], "manifest.json"])
     with pytest.raises(ReidkitError, match="width"):
         gal.add(torch.randn(2, 5))
     with pytest.raises(ReidkitError, match="NaN"):

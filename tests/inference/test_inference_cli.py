@@ -204,7 +204,7 @@ def test_search_refuses_nan_features(tmp_path: Path, stadb_file: Path, gallery_d
     from reidkit.inference.features import load_tensors, save_tensors
 
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    emb_file = tmp_path / "idx" / manifest["embeddings_file"]
+    emb_file = tmp_path / "idx" / manifest["segments"][0]["file"]
     t, _ = load_tensors(emb_file)
     t["embeddings"][1, 3] = float("nan")
     save_tensors(emb_file, t)

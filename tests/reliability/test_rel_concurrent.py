@@ -45,7 +45,7 @@ def _whole(idx: Path):  # type: ignore[no-untyped-def]
         warnings.simplefilter("error")
         g = Gallery.load(idx)
     manifest = json.loads((idx / "manifest.json").read_text())
-    assert sorted(p.name for p in idx.glob("embeddings-*")) == [manifest["embeddings_file"]]
+    assert sorted(p.name for p in idx.glob("embeddings-*")) == sorted(s["file"] for s in manifest["segments"])
     assert sorted(p.name for p in idx.glob("faiss-*")) == [manifest["index"]["file"]]
     if g._vindex is not None:
         assert g._vindex.ntotal - len(g._vindex.dead) == len(g)

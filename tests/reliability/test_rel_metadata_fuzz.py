@@ -435,6 +435,11 @@ MANIFEST_CASES = {
     "index file outside the folder": {"index__file": "../faiss-0123456789ab.index"},
     "index nlist 10^12": {"index": {"kind": "ivfpq", "nlist": 10**12, "file": None}},
     "index built as text": {"index": {"kind": "ivfpq", "file": None, "built": "all of it"}},
+    "segment outside the folder": {"segments": [{"file": "../embeddings-0123456789ab.safetensors", "rows": 6}]},
+    "segment rows as text": {"segments": [{"file": "embeddings-0123456789ab.safetensors", "rows": "6"}]},
+    "segments miscounted": {"segments": [{"file": "embeddings-0123456789ab.safetensors", "rows": 5}]},
+    "segment named twice": {"segments": [{"file": "embeddings-0123456789ab.safetensors", "rows": 3}] * 2},
+    "generation a path": {"generation": "../x"},
 }
 
 
@@ -469,7 +474,7 @@ def test_fuzzed_manifests(data, rel_index):
     m = json.loads(json.dumps(base))
     for _ in range(data.draw(st.integers(1, 3))):
         key = data.draw(st.sampled_from(["ids", "metadata", "count", "embedding_dim", "metric", "model",
-                                         "format_version", "embeddings_file", "format", "model__input_size",
+                                         "format_version", "segments", "generation", "format", "model__input_size",
                                          "model__embedding_dim", "model__options", "index", "index__kind",
                                          "index__file", "index__nlist", "index__built"]))
         m = _with(m, **{key: data.draw(json_value)})

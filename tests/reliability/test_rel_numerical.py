@@ -86,7 +86,7 @@ def test_gallery_loaded_with_nan_embeddings_refuses_search(rel_index, tmp_path):
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)
-    name = json.loads((idx / "manifest.json").read_text())["embeddings_file"]
+    name = json.loads((idx / "manifest.json").read_text())["segments"][0]["file"]
     tensors, _ = load_tensors(idx / name)
     tensors["embeddings"][1, 0] = float("nan")
     save_tensors(idx / name, tensors)
@@ -120,7 +120,7 @@ def test_cli_search_refuses_nan_index(rel_index, synth_root, tmp_path, cli_inpro
 
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)
-    name = json.loads((idx / "manifest.json").read_text())["embeddings_file"]
+    name = json.loads((idx / "manifest.json").read_text())["segments"][0]["file"]
     tensors, _ = load_tensors(idx / name)
     tensors["embeddings"][0, :] = float("inf")
     save_tensors(idx / name, tensors)

@@ -100,7 +100,7 @@ def test_gallery_load_refuses_code(evil, label, rel_index, tmp_path):
     idx = tmp_path / "index"
     shutil.copytree(rel_index, idx)
     manifest = json.loads((idx / "manifest.json").read_text())
-    shutil.copy(evil.files[label], idx / manifest["embeddings_file"])
+    shutil.copy(evil.files[label], idx / manifest["segments"][0]["file"])
     with pytest.raises(ReidkitError) as info:
         Gallery.load(idx)
     _one_line(info.value)
@@ -385,7 +385,7 @@ def test_index_manifest_cannot_point_outside_its_folder(rel_index, tmp_path, how
     victim = tmp_path / "victim.safetensors"  # a file the user cares about, outside the index
     n, d = manifest["count"], manifest["embedding_dim"]
     save_tensors(victim, {"embeddings": torch.zeros(n, d)})
-    manifest["embeddings_file"] = "../victim.safetensors" if how == "relative" else str(victim)
+    manifest["segments"][0]["file"] = "../victim.safetensors" if how == "relative" else str(victim)
     (idx / "manifest.json").write_text(json.dumps(manifest))
     try:
         g = Gallery.load(idx)
@@ -497,7 +497,7 @@ def test_index_refuses_linked_files(rel_index, rel_weights, synth_root, tmp_path
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     manifest = json.loads((idx / "manifest.json").read_text())
-    name = {"embeddings": manifest["embeddings_file"], "manifest": "manifest.json", "model": "model.safetensors"}[which]
+    name = {"embeddings": manifest["segments"][0]["file"], "manifest": "manifest.json", "model": "model.safetensors"}[which]
     if which == "model":
         shutil.copy(rel_weights, elsewhere / name)
     else:
