@@ -476,8 +476,9 @@ class Gallery:
         """Write the gallery to ``directory`` (created if needed); an existing index is replaced atomically,
         under the index's lock. ``model``, the network that made the embeddings (a PyTorch model, or the
         path of its ONNX file), is stored in the index as ``model.safetensors`` (or ``model.onnx``), so that
-        adding to it and searching it need nothing else. The FAISS index is built first if it is not yet
-        (IVF-PQ trains then).
+        adding to it and searching it need nothing else. An approximate FAISS index is built first if it is
+        not yet (IVF-PQ trains then); only the segments of rows that are new or changed since the gallery
+        was read from ``directory`` are written.
 
         Examples:
             >>> g.save("my_index")  # doctest: +SKIP
@@ -496,12 +497,12 @@ class Gallery:
                 old = _read_manifest(out)
         kind = self.index_spec.kind
         vindex = None
-        if self._faiss_on():
+        if kind != "flat":  # the exact index has no file: it is built from the embeddings when searched
+            if not self._faiss_on():
+                self._require_faiss(f"writing a {kind} index")
             vindex = self._ensure_index()
-        elif kind != "flat":
-            self._require_faiss(f"writing a {kind} index")
         generation = uuid.uuid4().hex[:12]
-        faiss_name = f"faiss-{generation}.index" if vindex is not None and kind != "flat" else None
+        faiss_name = f"faiss-{generation}.index" if vindex is not None else None
         stored = {(seg["file"], seg["rows"]) for seg in old["segments"]} if old else set()
         segments = _planned_segments(self._segments, lambda seg: (seg.file, seg.rows) in stored
                                      and _is_regular(out / str(seg.file)))

@@ -25,6 +25,7 @@ EXTRA: dict[str, list[str]] = {
     "bench_train.py": ["--models", "stadb"],
     "bench_int8.py": ["--threads", "1"],
     "bench_gallery.py": ["--threads", "1"],
+    "bench_index_writes.py": ["--threads", "1"],
     "ablation.py": ["--variants", "baseline,stadb,m0", "--variant", "m0=mancs:w_rank=0", "--bn-check"],
 }
 EXPECT: dict[str, list[str]] = {
@@ -34,6 +35,7 @@ EXPECT: dict[str, list[str]] = {
     "bench_synth.py": ["| render + encode, 1 process |"],
     "bench_eval.py": ["| quick", "reidkit"],
     "bench_gallery.py": ["| flat |", "| hnsw |", "| ivfpq |", "| ivfpq + refine ×4 |", "| ivfpq-grown |"],
+    "bench_index_writes.py": ["| 3,000 | flat |", "| 3,000 | hnsw |"],
     "ablation.py": ["| baseline |", "| stadb |", "| m0 |", "re-estimated"],
     "bench_int8.py": ["| stadb | 64×32 | float32 |", "| stadb | 64×32 | int8 static |", "| stadb-untrained |",
                       "avx512_vnni"],
@@ -58,7 +60,8 @@ def test_every_script_is_listed() -> None:
     assert {"bench_extract.py", "bench_train.py", "bench_data.py", "bench_synth.py"} <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.faiss) if s == "bench_gallery.py" else s
+@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.faiss)
+                                    if s in ("bench_gallery.py", "bench_index_writes.py") else s
                                     for s in SCRIPTS])
 def test_script_runs_quick(script: str, tmp_path: Path) -> None:
     if "--quick" not in _help(script):
