@@ -635,7 +635,8 @@ class Gallery:
             raise GalleryIndexError(f"{d}: damaged index (embeddings of width {width}, manifest says "
                                     f"{m['embedding_dim']})")
         key_parts = [t.get("keys") for t in parts]
-        keys = _checked_keys(None if len(parts) == 1 and key_parts[0] is None else key_parts, n, d)
+        keys = _checked_keys(None if len(parts) == 1 and key_parts[0] is None else key_parts,
+                             [int(t["embeddings"].shape[0]) for t in parts], d)
         g = cls(embedding_dim=m["embedding_dim"] or (width if n else None), metric=m["metric"],
                 model_meta=m["model"], use_faiss=use_faiss)
         g.index_spec = m["index"]["spec"]  # set here: reading (and searching exactly) needs no FAISS
@@ -874,20 +875,20 @@ def _load_embeddings(path: Path) -> dict[str, torch.Tensor]:
             from None
 
 
-def _checked_keys(keys: list[torch.Tensor | None] | None, n: int, d: Path) -> np.ndarray:
-    """The rows' keys from the segments' files (0..n-1 for an index written before keys existed), checked:
-    int64, one per row, distinct, within 0..MAX_KEY."""
+def _checked_keys(keys: list[torch.Tensor | None] | None, rows: list[int], d: Path) -> np.ndarray:
+    """The rows' keys from the segments' files (each segment holding ``rows[i]`` rows; None: an index written
+    before keys existed, keyed 0..n-1), checked: int64, one per row of their segment, distinct, within
+    0..MAX_KEY."""
+    n = sum(rows)
     if keys is None:
         return np.arange(n, dtype=np.int64)
     parts = []
-    for k in keys:
-        if k is None or k.dtype != torch.int64 or k.dim() != 1:
+    for k, r in zip(keys, rows, strict=True):
+        if k is None or k.dtype != torch.int64 or tuple(k.shape) != (r,):
             what = "no keys" if k is None else f"keys of dtype {k.dtype} and shape {tuple(k.shape)}"
-            raise GalleryIndexError(f"{d}: damaged index ({what} in a segment; expected int64, one per row)")
+            raise GalleryIndexError(f"{d}: damaged index ({what} in a segment of {r} rows; expected {r} int64)")
         parts.append(k.numpy())
     out = np.concatenate(parts).astype(np.int64, copy=True) if parts else np.zeros(0, dtype=np.int64)
-    if len(out) != n:
-        raise GalleryIndexError(f"{d}: damaged index (keys of shape ({len(out)},); expected {n} int64)")
     if n and (out.min() < 0 or out.max() >= MAX_KEY or len(np.unique(out)) != n):
         raise GalleryIndexError(f"{d}: damaged index (keys repeated or outside 0..2^62)")
     return out

@@ -162,3 +162,25 @@ def test_random_writes_match_a_reference_and_rewrite_little(seed: int, tmp_path:
         assert rewritten <= budget, (op, before, segments(idx))
         n_rows = len(ref)
         assert len(segments(idx)) <= n_rows // ROWS + 2 * max(n_rows, 1).bit_length() + 2
+
+
+def test_keys_must_match_their_own_segment(tmp_path: Path) -> None:
+    """Two segments whose keys are swapped in length (3 keys for 5 rows, 5 for 3: the totals agree) would
+    label rows with other rows' keys: refused in one line."""
+    from reidkit.errors import ReidkitError
+    from reidkit.inference.features import save_tensors
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    save_tensors(idx / "embeddings-aaaaaaaaaaaa.safetensors", {"embeddings": torch.zeros(5, DIM),
+                                                              "keys": torch.arange(3)})
+    save_tensors(idx / "embeddings-bbbbbbbbbbbb.safetensors", {"embeddings": torch.ones(3, DIM),
+                                                              "keys": torch.arange(3, 8)})
+    (idx / "manifest.json").write_text(json.dumps({
+        "format": "reidkit-index", "format_version": 3, "metric": "euclidean", "embedding_dim": DIM, "count": 8,
+        "generation": "0123456789ab", "segments": [{"file": "embeddings-aaaaaaaaaaaa.safetensors", "rows": 5},
+                                                   {"file": "embeddings-bbbbbbbbbbbb.safetensors", "rows": 3}],
+        "index": {"kind": "flat", "file": None}, "model": None, "ids": list(range(8)), "metadata": [{}] * 8}))
+    with pytest.raises(ReidkitError, match=r"shape \(3,\) in a segment of 5 rows") as err:
+        Gallery.load(idx)
+    assert "\n" not in str(err.value)
