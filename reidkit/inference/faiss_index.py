@@ -13,7 +13,9 @@ Three kinds, every vector labelled with its gallery row's int64 *key* (``reidkit
 - ``hnsw``: ``IndexIDMap2`` over ``IndexHNSWFlat`` (``hnsw_m`` links per node, ``ef_construction``,
   ``ef_search``). A graph cannot lose nodes: a removed vector stays in it as a *tombstone*, skipped by
   every search (a FAISS ID selector), until tombstones exceed ``HNSW_REBUILD_FRACTION`` of the graph;
-  then the gallery rebuilds it from its live rows.
+  then the gallery rebuilds it from its live rows. FAISS's graph can leave a node that no search reaches
+  (every link to it pruned when its neighbours' lists filled: measured in BENCHMARKS.md); after each add,
+  ``reconnect_unreachable`` links every such node from one of its own reachable neighbours.
 
 Flat and IVF-PQ indexes remove vectors for real (``remove_ids``). Vectors are added in chunks of
 ``ADD_CHUNK`` rows, so building never holds a second copy of the whole gallery.
@@ -226,6 +228,8 @@ class VectorIndex:
         for s in range(0, int(embeddings.shape[0]), ADD_CHUNK):
             rows = _f32(normalized_for(embeddings[s : s + ADD_CHUNK].float(), self.metric))
             self.index.add_with_ids(rows, np.ascontiguousarray(keys[s : s + ADD_CHUNK], dtype=np.int64))
+        if self.spec.kind == "hnsw" and len(keys):
+            reconnect_unreachable(_faiss().downcast_index(self.index.index).hnsw)
 
     def remove(self, keys: np.ndarray) -> None:
         """Remove the vectors labelled ``keys``: for real (flat, IVF-PQ), as tombstones (HNSW)."""
@@ -306,6 +310,63 @@ class VectorIndex:
         if self.spec.kind != "ivfpq":
             return {}
         return {"nlist": self.spec.nlist, "m": self.spec.m, "trained_on": self.trained_on}
+
+
+def _reached(level0: np.ndarray, entry: int) -> np.ndarray:
+    """Which nodes a walk along level-0 links (rows of ``level0``, -1: no link) reaches from ``entry``."""
+    seen = np.zeros(len(level0), dtype=bool)
+    seen[entry] = True
+    frontier = np.array([entry])
+    while len(frontier):
+        nxt = level0[frontier].ravel()
+        nxt = np.unique(nxt[nxt >= 0])
+        frontier = nxt[~seen[nxt]]
+        seen[frontier] = True
+    return seen
+
+
+def reconnect_unreachable(hnsw: Any, rounds: int = 8) -> int:
+    """Give every node of a FAISS HNSW graph (``index.hnsw``) that no search reaches — no path of level-0 links
+    from the entry point — a level-0 link from one of its own out-neighbours that is reached: a free slot of
+    that neighbour's list, else the last link whose target keeps another incoming link. Returns the links
+    added. Lists stay within their size; a search then finds every node at a wide enough ``ef_search``."""
+    import faiss
+
+    n = int(hnsw.levels.size())
+    if n < 2:
+        return 0
+    nb = faiss.vector_to_array(hnsw.neighbors)
+    off = faiss.vector_to_array(hnsw.offsets).astype(np.int64)[:n]
+    width = int(hnsw.nb_neighbors(0))
+    level0 = nb[off[:, None] + np.arange(width)]  # a copy: n × width, -1 = empty (a list ends at its first -1)
+    linked = 0
+    for _ in range(rounds):
+        seen = _reached(level0, int(hnsw.entry_point))
+        orphans = np.flatnonzero(~seen)
+        if not len(orphans):
+            break
+        indegree = np.bincount(level0[level0 >= 0], minlength=n)
+        for u in orphans:
+            outs = level0[u][level0[u] >= 0]
+            hosts = outs[seen[outs]]
+            if not len(hosts):
+                continue  # linked through another orphan in a later round
+            v = int(hosts[0])  # the nearest such: FAISS keeps a node's own links nearest first
+            row = level0[v]
+            free = np.flatnonzero(row < 0)
+            spare = [s for s in range(width - 1, -1, -1) if indegree[row[s]] > 1]
+            if not len(free) and not spare:
+                continue
+            slot = int(free[0]) if len(free) else spare[0]
+            if row[slot] >= 0:
+                indegree[row[slot]] -= 1
+            row[slot], nb[off[v] + slot] = u, u
+            indegree[u] += 1
+            seen[u] = True
+            linked += 1
+    if linked:
+        faiss.copy_array_to_vector(nb, hnsw.neighbors)
+    return linked
 
 
 def _mapped_layout(fh: Any) -> FaissLayout:

@@ -185,6 +185,61 @@ def test_hnsw_tombstones_survive_a_save_and_are_rebuilt_past_the_threshold(tmp_p
     assert not len(g._vindex.dead)
 
 
+def _level0(hnsw) -> tuple[np.ndarray, np.ndarray, int]:  # type: ignore[no-untyped-def]
+    import faiss
+
+    nb = faiss.vector_to_array(hnsw.neighbors)
+    off = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+    return nb, off, int(hnsw.nb_neighbors(0))
+
+
+@pytest.mark.faiss
+def test_hnsw_entries_no_search_reaches_are_reconnected() -> None:
+    """An entry whose every incoming level-0 link is cut (made here by hand, as FAISS's pruning does on its own:
+    BENCHMARKS.md) is not found even by its own vector at ef_search 4096; ``reconnect_unreachable`` links it
+    from a reachable neighbour of its own, keeping each list within its size and ending at its first -1."""
+    import faiss
+
+    from reidkit.inference.faiss_index import reconnect_unreachable
+
+    emb, _ = identities(600, 16, seed=21)
+    graph = faiss.IndexHNSWFlat(16, 8)
+    graph.add(emb.numpy())
+    x = emb.numpy()
+    params = faiss.SearchParametersHNSW(efSearch=4096)
+    assert (graph.search(x, 1, params=params)[1][:, 0] == np.arange(600)).all()
+    nb, off, width = _level0(graph.hnsw)
+    victim = next(u for u in range(600) if u != graph.hnsw.entry_point)
+    levels = faiss.vector_to_array(graph.hnsw.levels)
+    for u in range(600):  # cut every link to the victim, on every level, keeping each list contiguous
+        for level in range(int(levels[u])):
+            lo = int(off[u]) + graph.hnsw.cum_nb_neighbors(level)
+            hi = int(off[u]) + graph.hnsw.cum_nb_neighbors(level + 1)
+            kept = [v for v in nb[lo:hi] if v >= 0 and v != victim]
+            nb[lo:hi] = -1
+            nb[lo : lo + len(kept)] = kept
+    faiss.copy_array_to_vector(nb, graph.hnsw.neighbors)
+    assert graph.search(x[victim : victim + 1], 1, params=params)[1][0, 0] != victim
+    assert reconnect_unreachable(graph.hnsw) == 1 and reconnect_unreachable(graph.hnsw) == 0
+    assert (graph.search(x, 1, params=params)[1][:, 0] == np.arange(600)).all()
+    nb, off, width = _level0(graph.hnsw)
+    for u in range(600):
+        row = nb[off[u] : off[u] + width]
+        filled = int((row >= 0).sum())
+        assert (row[:filled] >= 0).all() and (row[:filled] < 600).all()  # links first, then -1: a valid list
+
+
+@pytest.mark.faiss
+def test_hnsw_gallery_over_points_on_a_line_finds_every_entry() -> None:
+    """Points evenly spaced on a line, with ef_construction 128: FAISS alone leaves an entry no search reaches
+    at 338 points (BENCHMARKS.md); the gallery's graph finds every entry by its own vector."""
+    n = 338
+    emb = torch.full((n, 64), float(n - 1)) + torch.arange(float(n)).unsqueeze(1) / 1000
+    g = Gallery(index=IndexSpec.make("hnsw", ef_construction=128))
+    g.add(emb, ids=list(range(n)))
+    assert [row[0].id for row in g.search(emb, k=1, ef_search=4096)] == list(range(n))
+
+
 @pytest.mark.faiss
 def test_ivfpq_trains_once_and_adds_only_new_vectors(tmp_path: Path) -> None:
     """IVF-PQ is trained when built, on the first rows; a later add_to_index encodes the new vectors with the
