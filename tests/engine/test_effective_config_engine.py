@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_runs import tiny_sets
 
 from reidkit.cli import main
 from reidkit.engine.config import config_to_dict, load_config, resolve_effective
@@ -17,10 +18,7 @@ from reidkit.engine.trainer import Trainer
 
 
 def tiny(root: Path, out: Path) -> list[str]:
-    return ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={root}",
-            "data.size=[64, 32]", "data.workers=0", "sampler.p=2", "sampler.k=2", "sampler.num_batches=1",
-            "train.epochs=2", "train.eval_every=2", "train.progress=false", "train.tensorboard=false",
-            "train.plots=false", f"train.out_dir={out}"]
+    return tiny_sets(out, root, train__eval_every=2)
 
 
 def test_print_config_shows_the_size_schedule_and_options_that_run(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_sets
 
 from reidkit.cli import main
 from reidkit.data.datasets import load
@@ -19,10 +20,7 @@ from reidkit.engine.trainer import Trainer, estimate_eta
 
 
 def tiny(root: Path, out: Path) -> list[str]:
-    return ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={root}",
-            "data.size=[64, 32]", "data.workers=0", "sampler.p=2", "sampler.k=2", "sampler.num_batches=3",
-            "train.epochs=4", "train.eval_every=2", "train.progress=false", "train.tensorboard=false",
-            "train.plots=false", f"train.out_dir={out}", "train.device=cpu"]
+    return tiny_sets(out, root, sampler__num_batches=3, train__epochs=4, train__eval_every=2)
 
 
 def test_header_names_data_model_device_length_and_folder(synth_root: Path, tmp_path: Path,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_sets
 
 from reidkit.cli import main
 from reidkit.engine.checkpoint import find_resume_checkpoint, save_checkpoint
@@ -18,10 +19,7 @@ from reidkit.models.io import load_model
 
 
 def tiny(root: Path, out: Path, epochs: int = 2, *extra: str) -> list[str]:
-    return ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={root}",
-            "data.size=[64, 32]", "data.workers=0", "sampler.p=2", "sampler.k=2", "sampler.num_batches=1",
-            f"train.epochs={epochs}", "train.eval_every=1", "train.progress=false", "train.tensorboard=false",
-            "train.plots=false", f"train.out_dir={out}", "schedule.kind=constant", *extra]
+    return [*tiny_sets(out, root, train__epochs=epochs, schedule__kind="constant"), *extra]
 
 
 def checkpoints(run: Path) -> set[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_runs import tiny_sets
 
 from reidkit.cli import main
 from reidkit.data.datasets import load
@@ -39,10 +40,7 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def tiny(out: Path) -> list[str]:
-    return ["model.options.backbone=resnet18", "model.options.pretrained=null", "data.size=[64, 32]",
-            "data.workers=0", f"data.eval_batch_size={EVAL_BATCH}", "sampler.p=3", "sampler.k=2",
-            "sampler.num_batches=2", "train.epochs=1", "train.eval_every=1", "train.progress=false",
-            "train.tensorboard=false", "train.plots=false", f"train.out_dir={out}"]
+    return tiny_sets(out, data__eval_batch_size=EVAL_BATCH, sampler__p=3, sampler__num_batches=2, train__epochs=1)
 
 
 def flow(*roots: Path) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_sets
 
 from reidkit.engine.config import load_config
 from reidkit.engine.trainer import train
@@ -24,12 +25,9 @@ def mini_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(root: Path, out: Path) -> list[str]:
-    """Overrides that shrink any preset to seconds on a CPU."""
-    return ["model.options.backbone=resnet18", "model.options.pretrained=null", "data.dataset=market1501",
-            f"data.root={root}", "data.options={}", "data.size=[64, 32]", "data.workers=0", "data.eval_batch_size=64",
-            "sampler.p=3", "sampler.k=2", "sampler.num_batches=1", "train.epochs=1", "train.eval_every=1",
-            "train.progress=false", "train.tensorboard=false", "train.plots=false", f"train.out_dir={out}",
-            "train.device=cpu"]
+    """Overrides that shrink any preset to seconds on a CPU (on any preset's dataset: Market-1501's layout)."""
+    return tiny_sets(out, root, data__dataset="market1501", data__options="{}", data__eval_batch_size=64,
+                     sampler__p=3, train__epochs=1)
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)

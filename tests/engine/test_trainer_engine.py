@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_sets
 
 from reidkit.cli import main
 from reidkit.engine.checkpoint import find_resume_checkpoint, save_checkpoint
@@ -29,11 +30,8 @@ def mini_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(root: Path, out: Path, epochs: int = 2, **extra: object) -> list[str]:
-    sets = ["model.options.backbone=resnet18", "model.options.pretrained=null", f"data.root={root}",
-            "data.size=[64, 32]", "data.workers=0", "sampler.p=3", "sampler.k=2", "sampler.num_batches=2",
-            f"train.epochs={epochs}", "train.eval_every=1", "train.progress=false", f"train.out_dir={out}",
-            "schedule.kind=constant", "optim.lr=3e-4", "train.seed=7", "train.device=cpu"]
-    return sets + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+    return tiny_sets(out, root, **{"sampler__p": 3, "sampler__num_batches": 2, "train__epochs": epochs,
+                                   "schedule__kind": "constant", "optim__lr": "3e-4", "train__seed": 7, **extra})
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
