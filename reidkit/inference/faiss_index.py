@@ -354,10 +354,10 @@ def reconnect_unreachable(hnsw: Any, rounds: int = 8) -> int:
             v = int(hosts[0])  # the nearest such: FAISS keeps a node's own links nearest first
             row = level0[v]
             free = np.flatnonzero(row < 0)
-            spare = [s for s in range(width - 1, -1, -1) if indegree[row[s]] > 1]
-            if not len(free) and not spare:
+            spare = free[:1] if len(free) else [s for s in range(width - 1, -1, -1) if indegree[row[s]] > 1][:1]
+            if not len(spare):
                 continue
-            slot = int(free[0]) if len(free) else spare[0]
+            slot = int(spare[0])
             if row[slot] >= 0:
                 indegree[row[slot]] -= 1
             row[slot], nb[off[v] + slot] = u, u

@@ -626,7 +626,8 @@ class Gallery:
             if seg["rows"] is not None and emb.shape[0] != seg["rows"]:
                 raise GalleryIndexError(f"{d}: damaged index ({seg['file']} holds {emb.shape[0]} rows, the "
                                         f"manifest says {seg['rows']}); rebuild it with 'reidkit index build'")
-        n = sum(int(t["embeddings"].shape[0]) for t in parts)
+        sizes = [int(t["embeddings"].shape[0]) for t in parts]
+        n = sum(sizes)
         if not (n == len(m["ids"]) == len(m["metadata"]) == m["count"]):
             raise GalleryIndexError(f"{d}: damaged index ({n} embeddings, {len(m['ids'])} ids, "
                                     f"{len(m['metadata'])} metadata entries, count {m['count']}); rebuild it "
@@ -635,8 +636,7 @@ class Gallery:
             raise GalleryIndexError(f"{d}: damaged index (embeddings of width {width}, manifest says "
                                     f"{m['embedding_dim']})")
         key_parts = [t.get("keys") for t in parts]
-        keys = _checked_keys(None if len(parts) == 1 and key_parts[0] is None else key_parts,
-                             [int(t["embeddings"].shape[0]) for t in parts], d)
+        keys = _checked_keys(None if len(parts) == 1 and key_parts[0] is None else key_parts, sizes, d)
         g = cls(embedding_dim=m["embedding_dim"] or (width if n else None), metric=m["metric"],
                 model_meta=m["model"], use_faiss=use_faiss)
         g.index_spec = m["index"]["spec"]  # set here: reading (and searching exactly) needs no FAISS
@@ -644,15 +644,14 @@ class Gallery:
         if n:
             emb = torch.empty(n, width or 0)  # filled segment by segment: no second copy of the gallery
             first = 0
-            for t in parts:
-                rows = int(t["embeddings"].shape[0])
+            for t, rows in zip(parts, sizes, strict=True):
                 emb[first : first + rows] = t["embeddings"]
                 first += rows
             g._chunks, g._key_chunks = [emb], [keys]
             g._next_key = int(keys.max()) + 1
+            # a file of format 1 (no keys) or 2 (over SEGMENT_ROWS rows) is rewritten by the next save
             g._segments = [_Segment(rows, seg["file"] if t.get("keys") is not None and rows <= SEGMENT_ROWS else None)
-                           for seg, t in zip(m["segments"], parts, strict=True)
-                           if (rows := int(t["embeddings"].shape[0]))]  # a file of format 1 or 2 may be rewritten
+                           for seg, t, rows in zip(m["segments"], parts, sizes, strict=True) if rows]
         g.ids, g.metadata = list(m["ids"]), [dict(x) for x in m["metadata"]]
         return g
 
