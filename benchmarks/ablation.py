@@ -15,6 +15,13 @@ accuracy once they are re-estimated on that path (``--bn-check``).
     python benchmarks/ablation.py                                   # synthetic set, the table's variants
     python benchmarks/ablation.py --data /path/cuhk03_pairs --seeds 0,1,2 --images 19200
     python benchmarks/ablation.py --data ... --variants stadb --variant stadb_max=stadb:threshold=max
+    python benchmarks/ablation.py --data ... --variants baseline,bdb,stadb --budgets 19200,38400,76800
+
+Each variant trains with the augmentation and evaluation settings of its model's Market-1501 preset
+(``configs/<model>_market1501.yaml``: random erasing, Cutout, flip averaging at test), everything else as
+above. ``--budgets`` gives a learning curve: every variant and seed at each number of training images, each
+a full run with its own schedule (the warm-up and the step decay are fractions of the run's epochs, and a
+budget sets the batches per epoch), written under ``OUT/img<budget>/`` and tabulated per budget.
 """
 
 from __future__ import annotations
@@ -32,11 +39,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from reidkit.engine.config import apply_overrides, config_from_dict  # noqa: E402
+from reidkit.engine.config import apply_overrides, config_from_dict, config_to_dict, load_config  # noqa: E402
+from reidkit.engine.presets import find_preset  # noqa: E402
 from reidkit.engine.trainer import Trainer  # noqa: E402
 from reidkit.utils.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
-# name -> (description, model name, model options, augment pipeline)
+# name -> (description, model name, model options, augment pipeline (unused: the model's preset decides))
 VARIANTS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "baseline": ("global baseline (ResNet + GAP + BN, CE + triplet)", "baseline", {}, "stadb"),
     "bdb": ("BDB (global + batch drop block)", "bdb", {}, "stadb"),
@@ -64,10 +72,22 @@ def parse_variant(text: str) -> tuple[str, tuple[str, str, dict[str, Any], str]]
     return name.strip(), (f"{model} {opts_text}".strip(), model, opts, "mancs" if model == "mancs" else "stadb")
 
 
+def preset_sections(model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``augment`` section (less its size) and the ``eval.flip`` setting of ``model``'s Market-1501 preset
+    (defaults where the model has no preset)."""
+    path = find_preset(f"{model}_market1501")
+    if path is None:
+        return {"pipeline": "mancs" if model == "mancs" else "stadb"}, {}
+    raw = config_to_dict(load_config(path))
+    augment = {k: v for k, v in raw["augment"].items() if k not in ("size", "mean", "std")}
+    return augment, {"flip": raw["eval"]["flip"]}
+
+
 def variant_config(variant: tuple[str, str, dict[str, Any], str], args: argparse.Namespace, root: Path,
                    seed: int, out: Path) -> Any:
     """The config of one variant: every variant gets the same data, batches, optimiser and schedule."""
-    _desc, model, options, pipeline = variant
+    _desc, model, options, _pipeline = variant
+    augment, evaluation = preset_sections(model)
     opts: dict[str, Any] = {"backbone": args.backbone, "pretrained": None, **options}
     if model == "mancs":  # the curriculum clock (t0=30, t1=60 of 160 epochs) scaled to this run's length
         opts.setdefault("t0", args.epochs * 30 / 160)
@@ -75,7 +95,7 @@ def variant_config(variant: tuple[str, str, dict[str, Any], str], args: argparse
     raw = {
         "model": {"name": model, "options": opts},
         "data": {"dataset": "market1501", "root": str(root), "size": list(args.size), "workers": 2},
-        "augment": {"pipeline": pipeline},
+        "augment": augment,
         "sampler": {"p": args.p, "k": args.k, "num_batches": args.batches},
         "optim": {"name": "adam", "lr": args.lr, "weight_decay": 5e-4,
                   "grad_clip": 5.0 if model == "mancs" else None},
@@ -83,6 +103,7 @@ def variant_config(variant: tuple[str, str, dict[str, Any], str], args: argparse
                      "milestones": [max(1, int(args.epochs * 0.8))]},
         "train": {"epochs": args.epochs, "eval_every": 0, "seed": seed, "out_dir": str(out),
                   "progress": False, "tensorboard": False, "plots": False},
+        "eval": evaluation,
     }
     raw, touched = apply_overrides(raw, list(args.overrides))
     return config_from_dict(raw, "ablation", None, touched)
@@ -141,6 +162,34 @@ def bn_check(trainer: Trainer, batches: int = 40) -> dict[str, float] | None:
             "rank1_reest": after["rank1"]}
 
 
+def other_evaluations(trainer: Trainer) -> dict[str, float]:
+    """The trained weights evaluated the other ways, at no training cost: with flip averaging toggled
+    (``mAP_flip`` / ``mAP_noflip``, whichever the run did not use) and, for the two-branch networks, with each
+    branch L2-normalised before concatenating (``mAP_fuse_normalized``, flip as the run)."""
+    import dataclasses
+
+    out: dict[str, float] = {}
+    e = trainer.cfg.eval
+    flip = e.flip
+    try:
+        e.flip = not flip
+        res = trainer.evaluate()
+    finally:
+        e.flip = flip
+    tag = "flip" if not flip else "noflip"
+    out[f"mAP_{tag}"], out[f"rank1_{tag}"] = res["mAP"], res["rank1"]
+    model = trainer.core
+    if getattr(model, "has_part", False):
+        cfg = model.cfg
+        try:
+            model.cfg = dataclasses.replace(cfg, fuse="normalized")
+            res = trainer.evaluate()
+        finally:
+            model.cfg = cfg
+        out["mAP_fuse_normalized"], out["rank1_fuse_normalized"] = res["mAP"], res["rank1"]
+    return out
+
+
 def run_one(variant: tuple[str, str, dict[str, Any], str], args: argparse.Namespace, root: Path, seed: int,
             out: Path) -> dict[str, Any]:
     """Train (or reuse) one run and return its figures."""
@@ -156,6 +205,7 @@ def run_one(variant: tuple[str, str, dict[str, Any], str], args: argparse.Namesp
                            **{k: res.final.get(k) for k in ("mAP", "rank1", "rank5", "mINP")}}
     for key in ("drop/erased", "drop/whole"):
         row[key] = _mean_of(res.history, key)
+    row.update(other_evaluations(trainer))
     if args.bn_check:
         check = bn_check(trainer)
         if check:
@@ -209,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=None,
                     help="training images per run (the same for every variant): sets the batches per epoch to "
                          "images / (epochs·P·K); default: the sampler's own epoch length")
+    ap.add_argument("--budgets", default=None, metavar="N,N,...",
+                    help="a learning curve: comma-separated numbers of training images, each a full run per "
+                         "variant and seed (under OUT/img<N>/); replaces --images")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--size", type=int, nargs=2, default=(96, 48), metavar=("H", "W"))
     ap.add_argument("--backbone", default="resnet18")
@@ -224,9 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.data, args.ids, args.epochs, args.size, args.p, args.k = str(Path(args.out) / "data"), 8, 1, (64, 32), 2, 2
-    args.batches = None
-    if args.images is not None:
-        args.batches = max(1, round(args.images / (args.epochs * args.p * args.k)))
+    budgets: list[int | None] = [args.images]
+    if args.budgets:
+        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+        if not budgets or min(budgets) < args.epochs * args.p * args.k:
+            ap.error(f"--budgets {args.budgets!r}: expected numbers of training images of at least one batch "
+                     f"per epoch ({args.epochs * args.p * args.k})")
 
     from reidkit.commands.demo import DEMO_DATA
     from reidkit.data.synthetic import DATASET_FOLDER, generate_dataset
@@ -253,29 +309,57 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown variant {unknown[0]!r}; expected some of {', '.join(variants)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    results: dict[str, list[dict[str, Any]]] = {}
-    for name in names:
-        for seed in seeds:
-            row = run_one(variants[name], args, root, seed, out / f"{name}_seed{seed}")
-            results.setdefault(name, []).append(row)
-            erased = row.get("drop/erased")
-            print(f"{name:<24} seed {seed}: mAP {row['mAP']:.1f}  rank-1 {row['rank1']:.1f}"
-                  + (f"  erased {100 * erased:.1f}%" if erased is not None else "")
-                  + (f"  re-estimated BN mAP {row['mAP_reest']:.1f}" if "mAP_reest" in row else "")
-                  + f"  ({row['seconds']:.0f} s)", flush=True)
-            atomic_write_json(out / "ablation.json", {"settings": {k: v for k, v in vars(args).items()
-                                                                   if k != "variant"},
-                                                      "variants": {n: list(variants[n]) for n in names},
-                                                      "results": results})
-    steps = args.epochs * (args.batches or 0)
-    header = (f"Ablation on {root}: {args.backbone} from scratch, {args.size[0]}x{args.size[1]}, P×K {args.p}×{args.k}, "
-              f"{args.epochs} epochs" + (f" × {args.batches} batches = {steps * args.p * args.k} training images"
-                                         if args.batches else "")
-              + f", Adam {args.lr:g}, seeds {args.seeds} (mean ± sample std).")
-    text = table(results, variants, header)
-    atomic_write_text(out / "ablation.md", text)
+    curve: dict[int | None, dict[str, list[dict[str, Any]]]] = {}
+    text = ""
+    for images in budgets:
+        args.images = images
+        args.batches = None if images is None else max(1, round(images / (args.epochs * args.p * args.k)))
+        where = out / f"img{images}" if args.budgets else out
+        results = curve.setdefault(images, {})
+        for name in names:
+            for seed in seeds:
+                row = run_one(variants[name], args, root, seed, where / f"{name}_seed{seed}")
+                results.setdefault(name, []).append(row)
+                erased = row.get("drop/erased")
+                print(f"{name:<24} {'' if images is None else f'{images} images '}seed {seed}: mAP {row['mAP']:.1f}"
+                      f"  rank-1 {row['rank1']:.1f}"
+                      + (f"  erased {100 * erased:.1f}%" if erased is not None else "")
+                      + (f"  re-estimated BN mAP {row['mAP_reest']:.1f}" if "mAP_reest" in row else "")
+                      + f"  ({row['seconds']:.0f} s)", flush=True)
+                atomic_write_json(where / "ablation.json", {"settings": {k: v for k, v in vars(args).items()
+                                                                         if k != "variant"},
+                                                            "variants": {n: list(variants[n]) for n in names},
+                                                            "results": results})
+        steps = args.epochs * (args.batches or 0)
+        header = (f"Ablation on {root}: {args.backbone} from scratch, {args.size[0]}x{args.size[1]}, "
+                  f"P×K {args.p}×{args.k}, {args.epochs} epochs"
+                  + (f" × {args.batches} batches = {steps * args.p * args.k} training images" if args.batches else "")
+                  + f", Adam {args.lr:g}, seeds {args.seeds} (mean ± sample std).")
+        text = table(results, variants, header)
+        atomic_write_text(where / "ablation.md", text)
+    if args.budgets:
+        text = curve_table(curve, variants, root, args)
+        atomic_write_text(out / "learning_curve.md", text)
     print(text)
     return 0
+
+
+def curve_table(curve: dict[Any, dict[str, list[dict[str, Any]]]], variants: dict[str, Any], root: Path,
+                args: argparse.Namespace) -> str:
+    """The learning-curve markdown table: one row per variant and budget, mean ± sample std over seeds."""
+    lines = [f"Learning curve on {root}: {args.backbone} from scratch, {args.size[0]}x{args.size[1]}, P×K "
+             f"{args.p}×{args.k}, {args.epochs} epochs a run (warm-up and decay scaled to it), Adam {args.lr:g}, "
+             f"seeds {args.seeds} (mean ± sample std).", "",
+             "| variant | training images | runs | mAP (%) | rank-1 (%) | mINP (%) | erased by drop (%) | "
+             "minutes a run |", "|---|---|---|---|---|---|---|---|"]
+    for name in next(iter(curve.values()), {}):
+        for images, results in curve.items():
+            rows = results.get(name, [])
+            pct = [None if r.get("drop/erased") is None else 100 * r["drop/erased"] for r in rows]
+            lines.append(f"| {name} | {images:,} | {len(rows)} | {_fmt([r['mAP'] for r in rows])} | "
+                         f"{_fmt([r['rank1'] for r in rows])} | {_fmt([r.get('mINP') for r in rows])} | {_fmt(pct)} | "
+                         f"{_fmt([r['seconds'] / 60 for r in rows], 0)} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

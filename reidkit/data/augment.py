@@ -9,6 +9,12 @@ Pipelines (from uint8 images, usually straight from ``reidkit.data.cache.ImageCa
   back to 256×128, flip, random erasing.
 - ``none``: resize and normalise only.
 
+Cutout (DeVries & Taylor, arXiv:1708.04552), off unless ``cutout_p`` > 0, as BDB's and STADB's public
+code train (probability 0.5, a 64-pixel square at 384×128): with probability ``cutout_p`` a square of
+side ``round(cutout_size · H)`` (``cutout_size`` 1/6: 64 of 384 rows) centred on a uniformly drawn pixel,
+clipped at the image border, is set to the mean pixel (0 after normalisation, what the codes' multiply
+by zero gives). It is drawn after every other choice and applied after random erasing.
+
 Random erasing follows Zhong et al. (arXiv:1708.04896): with probability ``erase_p`` one
 rectangle of area fraction U(``erase_area``) and aspect ratio (h/w) U(``erase_ratio``), placed
 uniformly where it fits (up to ``ATTEMPTS`` tries; none fits → no erasing), filled with
@@ -25,7 +31,7 @@ from applying; ``reidkit.data.per_image`` reuses the same draws with PIL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +59,8 @@ class AugmentConfig:
     erase_value: str = "mean"
     crop_scale: tuple[float, float] = (0.64, 1.0)
     crop_ratio: tuple[float, float] = (2.0, 3.0)
+    cutout_p: float = 0.0
+    cutout_size: float = 1.0 / 6.0
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
 
@@ -77,10 +85,13 @@ class AugmentConfig:
             raise ConfigError(f"augment.erase_value: expected one of {ERASE_VALUES}, got {self.erase_value!r}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ConfigError(f"augment.size: expected (H, W) positive, got {self.size}")
-        for name in ("flip_p", "erase_p"):
+        for name in ("flip_p", "erase_p", "cutout_p"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"augment.{name}: expected a probability in [0, 1], got {v}")
+        if not 0.0 < self.cutout_size <= 1.0:
+            raise ConfigError(f"augment.cutout_size: expected a fraction of the height in (0, 1], got "
+                              f"{self.cutout_size}")
         lo, hi = self.erase_area
         if not 0.0 < lo <= hi < 1.0:
             raise ConfigError(f"augment.erase_area: expected 0 < low <= high < 1, got {self.erase_area}")
@@ -126,6 +137,21 @@ def sample_erase(n: int, h: int, w: int, cfg: AugmentConfig, generator: torch.Ge
     return {"erase": (apply & found).cpu(), "top": top.cpu(), "left": left.cpu(), "height": eh.cpu(), "width": ew.cpu()}
 
 
+def sample_cutout(n: int, h: int, w: int, cfg: AugmentConfig,
+                  generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """Cutout squares for ``n`` images of ``h×w``: bool ``erase`` and int64 ``top, left, height, width``
+    (the square of side ``round(cutout_size·h)`` centred on a uniform pixel, clipped to the image)."""
+    dev = _gdev(generator)
+    apply = torch.rand(n, generator=generator, device=dev) < cfg.cutout_p
+    side = max(1, round(cfg.cutout_size * h))
+    cy = torch.randint(0, h, (n,), generator=generator, device=dev)
+    cx = torch.randint(0, w, (n,), generator=generator, device=dev)
+    y0, y1 = (cy - side // 2).clamp(0, h), (cy + side // 2).clamp(0, h)
+    x0, x1 = (cx - side // 2).clamp(0, w), (cx + side // 2).clamp(0, w)
+    return {"erase": apply.cpu(), "top": y0.cpu(), "left": x0.cpu(), "height": (y1 - y0).cpu(),
+            "width": (x1 - x0).cpu()}
+
+
 def sample_crop(n: int, h: int, w: int, cfg: AugmentConfig, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
     """Random-resized-crop boxes for ``n`` images of ``h×w``: int64 ``top, left, height, width``."""
     area = _uniform((n, ATTEMPTS), *cfg.crop_scale, generator) * (h * w)
@@ -158,7 +184,8 @@ def _gdev(g: torch.Generator | None) -> torch.device:
 def sample_params(n: int, cfg: AugmentConfig, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
     """All random choices for a batch of ``n`` (drawn in a fixed order from ``generator``; CPU tensors).
 
-    Keys: ``flip`` (bool), ``crop_*`` (mancs), ``erase``, ``erase_*`` and ``noise_seed`` (random fill).
+    Keys: ``flip`` (bool), ``crop_*`` (mancs), ``erase``, ``erase_*`` and ``noise_seed`` (random fill),
+    ``cutout`` and ``cutout_*`` (only when ``cutout_p`` > 0, drawn last: other draws do not depend on it).
     """
     h, w = cfg.size
     params: dict[str, torch.Tensor] = {}
@@ -172,7 +199,20 @@ def sample_params(n: int, cfg: AugmentConfig, generator: torch.Generator | None)
         for k, v in er.items():
             params[f"erase_{k}"] = v
         params["noise_seed"] = torch.randint(0, 2**62, (1,), generator=generator, device=_gdev(generator)).cpu()
+        if cfg.cutout_p > 0:
+            for k, v in sample_cutout(n, h, w, cfg, generator).items():
+                params["cutout" if k == "erase" else f"cutout_{k}"] = v
     return params
+
+
+def cutout_boxes(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The Cutout squares of ``params`` under the names ``erase_`` reads (None when there are none)."""
+    if "cutout" not in params:
+        return None
+    boxes = {"erase": params["cutout"], "noise_seed": params.get("noise_seed", torch.zeros(1, dtype=torch.int64))}
+    for k in ("top", "left", "height", "width"):
+        boxes[f"erase_{k}"] = params[f"cutout_{k}"]
+    return boxes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -315,6 +355,7 @@ class TrainAugment:
     def __init__(self, cfg: AugmentConfig, vectorised: bool | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
+        self.cutout_fill = replace(cfg, erase_value="mean")
         self.vectorised = vectorised  # None: vectorised on GPUs, per affected sample on CPUs
 
     def sample_params(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -350,6 +391,9 @@ class TrainAugment:
             x = _flip_samples(x, flip, vec)
         if "erase" in params:
             erase_(x, params, cfg, vectorised=vec)
+        boxes = cutout_boxes(params)
+        if boxes is not None:  # the mean pixel, whatever erase_value says
+            erase_(x, boxes, self.cutout_fill, vectorised=vec)
         return x
 
     def __call__(self, u8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ at a time from torch's per-worker random state.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -17,9 +18,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reidkit.data.augment import (
     AugmentConfig,
+    cutout_boxes,
     erase_,
     normalize_,
     sample_crop,
+    sample_cutout,
     sample_erase,
 )
 from reidkit.errors import ConfigError
@@ -27,7 +30,8 @@ from reidkit.utils.images import read_image, resize_rgb
 
 
 class PerImageDataset(Dataset):
-    """``(image float (3, H, W), pid)`` per index: read, resize, crop/flip (train), normalise, erase (train)."""
+    """``(image float (3, H, W), pid)`` per index: read, resize, crop/flip (train), normalise, erase and
+    cutout (train)."""
 
     def __init__(self, paths: Sequence[str], pids: Sequence[int], cfg: AugmentConfig, train: bool = True) -> None:
         if len(paths) != len(pids):
@@ -59,6 +63,11 @@ class PerImageDataset(Dataset):
                 params = {"erase": er["erase"], **{f"erase_{k}": er[k] for k in ("top", "left", "height", "width")},
                           "noise_seed": torch.randint(0, 2**62, (1,))}
                 erase_(x, params, cfg, vectorised=False)
+            if cfg.cutout_p > 0:
+                cut = sample_cutout(1, h, w, cfg, None)
+                boxes = cutout_boxes({"cutout": cut["erase"], **{f"cutout_{k}": cut[k]
+                                                                 for k in ("top", "left", "height", "width")}})
+                erase_(x, boxes, replace(cfg, erase_value="mean"), vectorised=False)  # type: ignore[arg-type]
         x = x[0]
         return x, self.pids[index]
 

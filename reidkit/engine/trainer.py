@@ -202,8 +202,10 @@ class Trainer:
         per_batch = f"{cfg.sampler.p}x{cfg.sampler.k} images" + (" per process" if self.dist.enabled else "")
         budget = f", stops by {cfg.train.max_seconds:g} s (train.max_seconds)" if cfg.train.max_seconds else ""
         every = f"every {cfg.train.eval_every} epochs and " if 0 < cfg.train.eval_every < cfg.train.epochs else ""
+        e = cfg.eval
+        how = f"{e.metric}, {'flip-averaged' if e.flip else 'no flip'}{', re-ranked' if e.rerank else ''}"
         lines.append(f"  length      {epochs} of {per_batch} ({cfg.train.epochs * batches:,} steps), evaluation "
-                     f"{every}after the last{budget}")
+                     f"{every}after the last ({how}){budget}")
         return lines
 
     def _setup(self) -> None:

@@ -45,7 +45,7 @@ class GlobalBaseline(ReIDModel):
         self.backbone = resnet(parse_backbone(o.backbone), o.last_stride, o.pretrained)
         c = self.backbone.out_channels
         self.neck = nn.BatchNorm1d(c) if o.bnneck else None
-        self.classifier = classifier(c, num_classes)
+        self.classifier = classifier(c, num_classes, init="bdb")  # as BDB/STADB's code, trained alike
         self.embedding_dim = c
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:

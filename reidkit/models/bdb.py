@@ -23,7 +23,8 @@ class BDBOptions:
     uses 0.5 for other data), ``drop_width`` (1.0 = full width), ``global_dim`` (512), ``neck_dim`` (1024),
     ``bnneck`` (False as BDB's code; True adds a BN before each classifier), ``label_smoothing`` (0.1),
     ``triplet_margin`` (None = soft margin), ``part_triplet`` ("reduced": the 1024-d feature, as BDB's code,
-    or "pooled"), ``embed`` ("before")."""
+    or "pooled"), ``embed`` ("before"), ``fuse`` ("concat" as BDB's code, or "normalized": each branch
+    L2-normalised before concatenating)."""
 
     backbone: str = "resnet50"
     last_stride: int = 1
@@ -37,6 +38,7 @@ class BDBOptions:
     triplet_margin: float | None = None
     part_triplet: str = "reduced"
     embed: str = "before"
+    fuse: str = "concat"
 
 
 class BDB(TwoBranchNet):

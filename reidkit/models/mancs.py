@@ -65,7 +65,8 @@ class MancsOptions:
     ``rank_dim`` (2048; the paper does not give the ranking FC's size), ``cls_dim`` (2048),
     ``sampling`` ("curriculum" or "ohem"), ``margin`` (0.5), ``t0``/``t1``/``a``/``b`` (30, 60, 15, 0.001),
     ``focal`` (True; False = cross-entropy with ``label_smoothing``, default 0), ``gamma`` (2),
-    ``focal_all_classes`` (False = eq. 8, true class only), ``w_rank``/``w_cls``/``w_att`` (1, 1, 0.2).
+    ``focal_all_classes`` (True: the RetinaNet focal loss §3.4 cites, a sigmoid per class over all classes;
+    False: eq. 8 as printed, the true class's sigmoid only), ``w_rank``/``w_cls``/``w_att`` (1, 1, 0.2).
     With ``w_rank=0`` the ranking branch is off: it is not built, and the test embedding is the
     classification feature (``cls_dim``)."""
 
@@ -85,7 +86,7 @@ class MancsOptions:
     b: float = 0.001
     focal: bool = True
     gamma: float = 2.0
-    focal_all_classes: bool = False
+    focal_all_classes: bool = True
     label_smoothing: float = 0.0
     w_rank: float = 1.0
     w_cls: float = 1.0

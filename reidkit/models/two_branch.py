@@ -11,7 +11,8 @@ Structure (ResNet-50, last stride 1, input 384×128):
   (CBAM by default) with probability 1−ρ; then GMP → Linear 2048→1024 + BN + ReLU (the 1024-d triplet
   feature) → (BN neck) → classifier;
 - test embedding: concat(global 512, second branch 1024 with attention and no drop) = 1536-d, both
-  taken before the neck BN (``embed="after"`` uses the neck outputs instead);
+  taken before the neck BN (``embed="after"`` uses the neck outputs instead), unnormalised as both codes
+  (``fuse="normalized"`` L2-normalises each branch first, so neither dominates the distance);
 - loss: cross-entropy (label smoothing ε) + batch-hard triplet on each branch.
 
 ``TwoBranchOptions`` holds every switch; ``reidkit.models.stadb.STADB`` exposes them all,
@@ -41,12 +42,13 @@ from reidkit.models.drop import (
     self_threshold_drop,
     self_threshold_mask,
 )
-from reidkit.models.layers import classifier, kaiming_init
+from reidkit.models.layers import bdb_init, classifier
 
 BRANCHES = ("global", "global+drop", "global+attention", "all")
 DROPS = ("self_threshold", "batch_drop")
 PART_BLOCKS = ("bottleneck", "none")
 PART_BNS = ("shared", "split")
+FUSIONS = ("concat", "normalized")
 
 
 @dataclasses.dataclass
@@ -56,8 +58,8 @@ class TwoBranchOptions:
     - ``backbone`` resnet18/34/50/101, ``last_stride`` (1), ``pretrained`` (None, "imagenet" or a torchvision
       checkpoint path);
     - ``branches``: ``"global"``, ``"global+drop"``, ``"global+attention"`` or ``"all"`` (STADB Table 6);
-    - ``part_block``: ``"bottleneck"`` (BDB's extra ResNet bottleneck in front of the drop/attention module)
-      or ``"none"`` (the module takes the backbone's map, as STADB §3.2.2 says and its public code does);
+    - ``part_block``: ``"none"`` (the module takes the backbone's map, as STADB §3.2.2 says and its public
+      code's forward does) or ``"bottleneck"`` (BDB's extra ResNet bottleneck ``res_part2`` in front of it);
     - ``drop``: ``"self_threshold"`` (STADB's adaptive drop) or ``"batch_drop"`` (BDB's random block);
     - ``threshold``: how the self-thresholding drop sets its threshold from ``alpha`` — ``"max"`` (α·max, the
       paper's literal rule), ``"minmax"`` (α of the sample's min–max range) or ``"quantile"`` (erase the
@@ -73,15 +75,18 @@ class TwoBranchOptions:
     - ``global_dim`` (512), ``neck_dim`` (1024: second-branch feature size), ``bnneck`` (True);
     - ``label_smoothing`` ε (0.1 as BDB; STADB eq. 6 is plain CE, ε = 0), ``triplet_margin`` (None = soft
       margin, eq. 7);
-    - ``part_triplet``: triplet on the ``"reduced"`` 1024-d feature (eq. 8: "the last FC layer") or the
-      ``"pooled"`` 2048-d vector (BDB's code); ``embed``: features ``"before"`` or ``"after"`` the neck BN.
+    - ``fuse``: the test embedding is the plain concatenation of the branches (``"concat"``, both codes) or of
+      each branch L2-normalised (``"normalized"``);
+    - ``part_triplet``: triplet on the ``"reduced"`` 1024-d feature (eq. 8: "the last FC layer", and what BDB's
+      code feeds its triplet loss, though it names the pooled vector ``triplet_feature``) or the ``"pooled"``
+      2048-d max-pooled vector; ``embed``: features ``"before"`` or ``"after"`` the neck BN.
     """
 
     backbone: str = "resnet50"
     last_stride: int = 1
     pretrained: str | None = None
     branches: str = "all"
-    part_block: str = "bottleneck"
+    part_block: str = "none"
     drop: str = "self_threshold"
     threshold: str = "quantile"
     attention: str | None = "cbam"
@@ -101,6 +106,7 @@ class TwoBranchOptions:
     triplet_margin: float | None = None
     part_triplet: str = "reduced"
     embed: str = "before"
+    fuse: str = "concat"
 
 
 class GlobalHead(nn.Module):
@@ -113,11 +119,9 @@ class GlobalHead(nn.Module):
     def __init__(self, in_channels: int, dim: int, num_classes: int, bnneck: bool = True):
         super().__init__()
         self.reduction = nn.Sequential(nn.Conv2d(in_channels, dim, 1), nn.BatchNorm2d(dim), nn.ReLU(inplace=True))
-        self.neck = nn.BatchNorm1d(dim) if bnneck else None
-        self.classifier = classifier(dim, num_classes)
-        self.reduction.apply(kaiming_init)
-        if self.neck is not None:
-            kaiming_init(self.neck)
+        self.neck = nn.BatchNorm1d(dim) if bnneck else None  # PyTorch's BatchNorm init, as STADB's global_bn
+        self.classifier = classifier(dim, num_classes, init="bdb")
+        self.reduction.apply(bdb_init)
 
     def forward(self, fmap: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(feature, neck feature, logits)``."""
@@ -138,13 +142,12 @@ class PartHead(nn.Module):
         super().__init__()
         self.reduction = nn.Sequential(nn.Linear(in_channels, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
         self.neck = nn.BatchNorm1d(dim) if bnneck else None
-        self.classifier = classifier(dim, num_classes)
+        self.classifier = classifier(dim, num_classes, init="bdb")
         self.drop_bn = nn.BatchNorm1d(dim) if split_bn else None
         self.drop_neck = nn.BatchNorm1d(dim) if split_bn and bnneck else None
-        self.reduction.apply(kaiming_init)
-        for bn in (self.neck, self.drop_bn, self.drop_neck):
-            if bn is not None:
-                kaiming_init(bn)
+        self.reduction.apply(bdb_init)
+        if self.drop_bn is not None:
+            bdb_init(self.drop_bn)  # the drop path's copy of the reduction's BatchNorm
 
     def forward(self, fmap: Tensor, drop_path: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(pooled, feature, neck feature, logits)``; ``drop_path`` selects the drop path's BatchNorms."""
@@ -170,7 +173,8 @@ class TwoBranchNet(ReIDModel):
         m = self.name
         for key, allowed in (("branches", BRANCHES), ("drop", DROPS), ("part_triplet", ("reduced", "pooled")),
                              ("embed", ("before", "after")), ("threshold", THRESHOLDS),
-                             ("part_block", PART_BLOCKS), ("cbam", tuple(CBAM_STYLES)), ("part_bn", PART_BNS)):
+                             ("part_block", PART_BLOCKS), ("cbam", tuple(CBAM_STYLES)), ("part_bn", PART_BNS),
+                             ("fuse", FUSIONS)):
             check_choice(m, key, getattr(o, key), allowed)
         for key in ("alpha", "rho", "drop_height", "drop_width", "label_smoothing"):
             check_fraction(m, key, getattr(o, key))
@@ -185,9 +189,8 @@ class TwoBranchNet(ReIDModel):
         self.has_attention = o.branches in ("global+attention", "all")
         self.res_part: nn.Module = nn.Identity()
         if self.has_part:
-            if o.part_block == "bottleneck":
+            if o.part_block == "bottleneck":  # PyTorch's default init, as BDB's res_part2
                 self.res_part = make_bottleneck(c, c // 4)
-                self.res_part.apply(kaiming_init)
             split = o.part_bn == "split" and self.has_drop and self.has_attention
             self.part_head = PartHead(c, o.neck_dim, self.num_classes, o.bnneck, split_bn=split)
         self.attention: nn.Module | None = None
@@ -236,6 +239,8 @@ class TwoBranchNet(ReIDModel):
             if self.has_part:
                 _, p_feat, p_neck, _ = self.part_head(self._attend(self.res_part(fmap)))
                 parts.append(p_feat if before else p_neck)
+            if self.cfg.fuse == "normalized":
+                parts = [F.normalize(f, dim=1) for f in parts]
             return torch.cat(parts, dim=1)
         out = {"global_feat": g_feat, "global_logits": g_logits}
         if self.has_part:

@@ -220,10 +220,12 @@ def test_param_counts_match_papers() -> None:
     with torch.device("meta"):
         bdb, stadb = build("bdb", 751), build("stadb", 751)
     assert abs(bdb.param_counts()["total"] / 32.27e6 - 1) < 0.01
-    # global 1.44M (conv 2048->512 + BNs + classifier), extra bottleneck 4.46M, CBAM r=16 0.53M,
-    # part head 2.87M on the 23.51M trunk
-    assert stadb.param_counts()["total"] == 32_805_634
-    assert stadb.param_counts()["inference"] == 32_805_634 - (512 * 751 + 751) - (1024 * 751 + 751)
+    # global 1.44M (conv 2048->512 + BNs + classifier), CBAM r=16 0.53M, part head 2.87M on the 23.51M trunk;
+    # no extra bottleneck (part_block "none", as STADB §3.2.2 and its code's forward): 4.46M less than with it
+    assert stadb.param_counts()["total"] == 32_805_634 - BOTTLENECK == 28_343_042
+    assert stadb.param_counts()["inference"] == 28_343_042 - (512 * 751 + 751) - (1024 * 751 + 751)
+    with torch.device("meta"):
+        assert build("stadb", 751, part_block="bottleneck").param_counts()["total"] == 32_805_634
 
 
 # the pieces, by hand: BDB's extra bottleneck 2048→512→512(3×3)→2048 with its BNs; CBAM as CBAM's authors
@@ -235,12 +237,12 @@ CBAM_STADB_CODE = (2048 * 512 + 512) + (512 * 2048 + 2048) + 2 * 9 + 1
 
 
 @pytest.mark.parametrize(("opts", "expected"), [
-    ({}, 32_805_634),
-    ({"part_block": "none"}, 32_805_634 - BOTTLENECK),
-    ({"cbam": "stadb_code"}, 32_805_634 - CBAM_REFERENCE + CBAM_STADB_CODE),
-    ({"part_block": "none", "cbam": "stadb_code"}, 32_805_634 - BOTTLENECK - CBAM_REFERENCE + CBAM_STADB_CODE),
-    ({"cbam": "stadb_code", "reduction": 16}, 32_805_634 - 2 * 49 - 2 + 2 * 9 + 1),
-    ({"part_bn": "split"}, 32_805_634 + 4 * 1024),
+    ({"part_block": "bottleneck"}, 32_805_634),
+    ({}, 32_805_634 - BOTTLENECK),
+    ({"part_block": "bottleneck", "cbam": "stadb_code"}, 32_805_634 - CBAM_REFERENCE + CBAM_STADB_CODE),
+    ({"cbam": "stadb_code"}, 32_805_634 - BOTTLENECK - CBAM_REFERENCE + CBAM_STADB_CODE),
+    ({"part_block": "bottleneck", "cbam": "stadb_code", "reduction": 16}, 32_805_634 - 2 * 49 - 2 + 2 * 9 + 1),
+    ({"part_block": "bottleneck", "part_bn": "split"}, 32_805_634 + 4 * 1024),
 ])
 def test_stadb_param_counts_of_each_structure(opts: dict[str, Any], expected: int) -> None:
     assert BOTTLENECK == 4_462_592 and CBAM_REFERENCE == 526_564 and CBAM_STADB_CODE == 2_099_731
