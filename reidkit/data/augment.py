@@ -2,7 +2,9 @@
 
 Pipelines (from uint8 images, usually straight from ``reidkit.data.cache.ImageCache``):
 
-- ``stadb`` (the STADB paper, §4.2): resize to 384×128, horizontal flip, random erasing.
+- ``stadb`` (STADB's input, §4.2): resize to 384×128, horizontal flip, random erasing. The paper names no
+  augmentation; the BDB and STADB presets follow the authors' code instead: ``erase_p`` 0 and Cutout
+  (``cutout_p`` 0.5, below).
 - ``mancs`` (the Mancs paper, §4.3): resize to 256×128, random crop with area fraction in
   ``crop_scale`` = [0.64, 1] and aspect ratio **height / width** in ``crop_ratio`` = [2, 3] (the
   paper's "aspect ratio in [2, 3]" read as a pedestrian's shape; a 256×128 image is 2:1), resized

@@ -1,5 +1,5 @@
-"""The plain global baseline: ResNet-50 + GAP + BN neck + classifier, CE + batch-hard triplet
-(the "Global" row of STADB's Table 6)."""
+"""The plain global baseline: ResNet-50 + GAP + BN neck + classifier, CE + batch-hard triplet (reidkit's
+reference beside the papers' rows; STADB Table 6's "Global" row is ``stadb`` with ``branches="global"``)."""
 
 from __future__ import annotations
 

@@ -223,3 +223,58 @@ def test_defaults_follow_the_papers() -> None:
     assert s.size == (384, 128) and m.size == (256, 128)
     assert m.crop_scale == (0.64, 1.0) and m.crop_ratio == (2.0, 3.0)
     assert s.flip_p == 0.5 and s.erase_p == 0.5 and math.isclose(s.erase_ratio[1], 3.33)
+
+
+def test_cutout_hand_made_batch() -> None:
+    """A 12×6 batch, Cutout side round(0.5·12) = 6 at centres (1, 4) and (8, 0), clipped at the border: the squares
+    [0, 4) × [1, 6) and [5, 11) × [0, 3) become the mean pixel (0 after normalising), nothing else changes."""
+    cfg = AugmentConfig(pipeline="stadb", size=(12, 6), flip_p=0.0, erase_p=0.0, cutout_p=1.0, cutout_size=0.5)
+    aug = TrainAugment(cfg, vectorised=False)
+    u8 = torch.full((2, 3, 12, 6), 200, dtype=torch.uint8)
+    params = aug.sample_params(2, _gen(0))
+    params.update(cutout=torch.tensor([True, True]), cutout_top=torch.tensor([0, 5]), cutout_left=torch.tensor([1, 0]),
+                  cutout_height=torch.tensor([4, 6]), cutout_width=torch.tensor([5, 3]))
+    x = aug.apply(u8, params)
+    zero = torch.zeros(2, 12, 6, dtype=torch.bool)
+    zero[0, 0:4, 1:6] = True
+    zero[1, 5:11, 0:3] = True
+    assert torch.equal((x == 0).all(dim=1), zero)
+    assert torch.allclose(x[~zero[:, None].expand_as(x)], normalize(u8)[~zero[:, None].expand_as(x)])
+    assert torch.equal(TrainAugment(cfg, vectorised=True).apply(u8, params), x)
+
+
+@given(seed=st.integers(0, 2**31 - 1), h=st.integers(1, 40), w=st.integers(1, 40), size=st.floats(0.05, 1.0))
+@settings(max_examples=60, deadline=None)
+def test_cutout_squares_are_centred_and_clipped(seed: int, h: int, w: int, size: float) -> None:
+    """Every drawn square is the side round(size·h) square around an in-image centre, clipped to the image."""
+    from reidkit.data.augment import sample_cutout
+
+    cfg = AugmentConfig(size=(h, w), cutout_p=1.0, cutout_size=size)
+    c = sample_cutout(16, h, w, cfg, _gen(seed))
+    side = max(1, round(size * h))
+    top, left, ch, cw = c["top"], c["left"], c["height"], c["width"]
+    assert bool(c["erase"].all())
+    assert bool(((top >= 0) & (left >= 0) & (top + ch <= h) & (left + cw <= w)).all())
+    assert bool(((ch <= 2 * (side // 2)) & (cw <= 2 * (side // 2))).all())
+    # unclipped squares (centre far enough from every border) have the full side (even part of it)
+    inner = (top > 0) & (left > 0) & (top + ch < h) & (left + cw < w)
+    assert bool(((ch[inner] == 2 * (side // 2)) & (cw[inner] == 2 * (side // 2))).all())
+
+
+def test_cutout_probability_and_independence_of_other_draws() -> None:
+    """cutout_p is the share of images cut; switching Cutout on draws last, so flips and erasing are unchanged."""
+    from reidkit.data.augment import sample_params
+
+    off = AugmentConfig(size=(64, 32))
+    on = AugmentConfig(size=(64, 32), cutout_p=0.5)
+    a, b = sample_params(4000, off, _gen(7)), sample_params(4000, on, _gen(7))
+    assert "cutout" not in a
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+    assert abs(float(b["cutout"].float().mean()) - 0.5) < 0.04
+
+
+@pytest.mark.parametrize("bad", [{"cutout_p": -0.1}, {"cutout_p": 1.5}, {"cutout_size": 0.0}, {"cutout_size": 1.5}])
+def test_cutout_config_errors(bad: dict) -> None:
+    with pytest.raises(ConfigError, match=r"augment\.cutout"):
+        AugmentConfig(**bad)

@@ -46,6 +46,23 @@ def test_forced_flip_matches_batched_flip(paths: list[str]) -> None:
     assert torch.allclose(ds[3][0], normalize(u8[3:4].flip(-1))[0], atol=1e-6)
 
 
+def test_per_image_cutout_cuts_one_clipped_square_of_mean_pixels(paths: list[str]) -> None:
+    """With cutout_p 1 every image gets one rectangle of exact zeros (the mean pixel), at most the square's side."""
+    torch.manual_seed(0)
+    cfg = AugmentConfig(pipeline="stadb", size=(40, 20), flip_p=0.0, erase_p=0.0, cutout_p=1.0, cutout_size=0.25)
+    ds = PerImageDataset(paths, [0] * 8, cfg, train=True)
+    u8, _ = decode_images(paths, (40, 20))
+    for i in range(8):
+        x, ref = ds[i][0], normalize(u8[i:i + 1])[0]
+        cut = (x == 0).all(dim=0) & (ref != 0).any(dim=0)
+        rows, cols = cut.any(dim=1).nonzero().flatten(), cut.any(dim=0).nonzero().flatten()
+        assert 0 < len(rows) <= 10 and 0 < len(cols) <= 10
+        box = torch.zeros_like(cut)
+        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        assert torch.equal(cut | ((x == 0).all(dim=0) & box), box)  # one solid rectangle
+        assert torch.allclose(x[:, ~box], ref[:, ~box], atol=1e-6)
+
+
 @pytest.mark.parametrize("pipeline", ["stadb", "mancs"])
 def test_loader_batches(paths: list[str], pipeline: str) -> None:
     cfg = AugmentConfig.for_pipeline(pipeline, size=(32, 16))
