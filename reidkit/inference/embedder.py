@@ -127,13 +127,16 @@ class Embedder:
               normalize: bool = False) -> torch.Tensor:
         """Embed pictures; returns an (N, D) float32 CPU tensor, one row per input picture.
 
-        ``images``: a file path, a PIL image, an H×W×3 uint8 array (RGB; OpenCV BGR with ``bgr=True``), a
-        list of these, or a tensor batch (uint8 (N, 3, H, W) or float in [0, 1]). ``flip`` averages with
-        the mirrored picture; ``normalize`` L2-normalises the rows. An unreadable file raises
-        ``reidkit.utils.images.ImageReadError`` naming it (use ``embed_paths`` to skip them).
+        ``images``: a file path, a PIL image, an H×W×3 uint8 array, a list of these, or a tensor batch (uint8
+        (N, 3, H, W) or float in [0, 1]). The model takes RGB: arrays and tensors are read as RGB, unless
+        ``bgr=True``, which reverses the channel order of every array and tensor given (an OpenCV
+        ``cv2.imread`` picture is BGR); files and PIL images are always decoded to RGB, whatever ``bgr`` says.
+        ``flip`` averages with the mirrored picture; ``normalize`` L2-normalises the rows. An unreadable file
+        raises ``reidkit.utils.images.ImageReadError`` naming it (use ``embed_paths`` to skip them).
 
         Examples:
-            >>> feats = emb.embed(["a.jpg", Image.open("b.jpg"), cv2.imread("c.jpg")], bgr=False)  # doctest: +SKIP
+            >>> feats = emb.embed(["a.jpg", Image.open("b.jpg")])  # doctest: +SKIP
+            >>> feats = emb.embed([cv2.imread("c.jpg"), cv2.imread("d.jpg")], bgr=True)  # doctest: +SKIP
         """
         feats = []
         if torch.is_tensor(images) and images.dim() == 4:
@@ -188,7 +191,8 @@ class Embedder:
         return (torch.nn.functional.normalize(out, dim=1) if normalize else out), kept, bad
 
     def visual_maps(self, images: ImageLike, bgr: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(uint8 (N,3,H,W) inputs, the model's ``visual_maps`` dict of (N, h, w) maps); PyTorch models only."""
+        """(uint8 (N,3,H,W) inputs, the model's ``visual_maps`` dict of (N, h, w) maps); PyTorch models only.
+        ``images`` and ``bgr`` as for ``embed``."""
         if self.model is None or not hasattr(self.model, "visual_maps"):
             raise ReidkitError(f"{self.source or self.meta.get('model')}: attention maps need a PyTorch "
                                "checkpoint or weight file with visual_maps(), not an ONNX file")
