@@ -34,7 +34,6 @@ import copy
 import dataclasses
 import math
 import random
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,6 +59,7 @@ from reidkit.engine.runlog import RunLog, environment_info, load_history
 from reidkit.engine.schedules import EpochSchedule
 from reidkit.engine.step import NonFiniteLoss, StepHook, hooks_from_env, train_step
 from reidkit.errors import CheckpointError, ConfigError, DatasetError, ReidkitError
+from reidkit.utils.progress import progress as show_progress
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "estimate_eta", "seed_everything", "train"]
 
@@ -559,12 +559,10 @@ class Trainer:
             images = 0
             data_wait = 0.0
             t_epoch = time.perf_counter()
-            bar = None
-            if self.dist.is_main and cfg.train.progress and not self.quiet:
-                from tqdm import tqdm
-
-                bar = tqdm(total=n_batches, initial=self.skip_batches, desc=f"epoch {epoch + 1}/{epochs}",
-                           unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+            # a bar on a terminal; in a log only the epoch line below (lines=False)
+            bar = show_progress(n_batches, f"epoch {epoch + 1}/{epochs}", "batch", initial=self.skip_batches,
+                                enabled=self.dist.is_main and cfg.train.progress and not self.quiet, lines=False,
+                                leave=False)
             step_in_epoch = self.skip_batches
             batches = self._batches(epoch)
             while True:
@@ -593,10 +591,9 @@ class Trainer:
                     acc = diag_sums.setdefault(k, [0.0, 0])
                     acc[0] += v
                     acc[1] += 1
-                if bar is not None:
-                    elapsed = time.perf_counter() - t_epoch
-                    bar.set_postfix(loss=f"{result.losses['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
-                    bar.update(1)
+                elapsed = time.perf_counter() - t_epoch
+                bar.set_postfix(loss=f"{result.losses['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
+                bar.update(1)
                 if self.dist.is_main and self.global_step % cfg.train.log_every == 0:
                     self.log.step(self.global_step, {**result.losses, "lr": lr})
                 if cfg.train.save_every_steps and self.global_step % cfg.train.save_every_steps == 0 \
@@ -604,8 +601,7 @@ class Trainer:
                     self.save(epoch, step_in_epoch)
                 for hook in self.hooks:
                     hook.after_step(self.global_step)
-            if bar is not None:
-                bar.close()
+            bar.close()
             self.skip_batches = 0
             seconds = time.perf_counter() - t_epoch
             row: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr}

@@ -23,6 +23,7 @@ from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.inference.engines import ENGINES, Engine, OnnxEngine, TorchEngine, choose_engine
 from reidkit.inference.images import ImageLike, images_to_uint8
 from reidkit.utils.devices import resolve_device
+from reidkit.utils.progress import progress as show_progress
 
 __all__ = ["Embedder", "load"]
 
@@ -109,18 +110,16 @@ class Embedder:
             raise ReidkitError(f"embed: expected a batch size >= 1, got {batch_size}")
         if u8.shape[0] == 0:
             return torch.zeros(0, self.embedding_dim)
-        starts: Any = range(0, int(u8.shape[0]), batch_size)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="embed", unit="batch")
+        starts = range(0, int(u8.shape[0]), batch_size)
         chunks = []
-        for s in starts:
-            x = test_batch(u8[s:s + batch_size].to(self.engine.device, non_blocking=True), self.input_size)
-            f = self.engine(x)
-            if flip:
-                f = (f + self.engine(x.flip(-1))) / 2.0
-            chunks.append(f)
+        with show_progress(len(starts), "embed", "batch", enabled=progress) as bar:
+            for s in starts:
+                x = test_batch(u8[s:s + batch_size].to(self.engine.device, non_blocking=True), self.input_size)
+                f = self.engine(x)
+                if flip:
+                    f = (f + self.engine(x.flip(-1))) / 2.0
+                chunks.append(f)
+                bar.update(1)
         return torch.cat(chunks)
 
     def embed(self, images: ImageLike, batch_size: int = 64, flip: bool = False, bgr: bool = False,
@@ -160,20 +159,15 @@ class Embedder:
         """Embed image files, skipping unreadable ones: returns (feats, kept_paths, bad_paths).
 
         Files are decoded in chunks by ``reidkit.data.cache.decode_images`` (``workers`` threads),
-        so memory stays bounded for large folders; ``progress`` shows a bar.
+        so memory stays bounded for large folders; ``progress`` shows a bar (in a log: a line per chunk).
 
         Examples:
             >>> feats, kept, bad = emb.embed_paths(["a.jpg", "broken.jpg"])  # doctest: +SKIP
         """
         from reidkit.data.cache import decode_images
 
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(paths), desc="embed", unit="img")
         feats, kept, bad = [], [], []
-        try:
+        with show_progress(len(paths), "embed", "img", enabled=progress) as bar:  # in a log: a line per chunk
             for s in range(0, len(paths), chunk):
                 part = [str(p) for p in paths[s:s + chunk]]
                 u8, bad_part = decode_images(part, self.input_size, workers)
@@ -182,11 +176,7 @@ class Embedder:
                 bad.extend(p for p in part if p in bad_set)
                 feats.append(self.embed_uint8(u8, batch_size, flip))
                 kept.extend(good)
-                if bar is not None:
-                    bar.update(len(part))
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(len(part))
         out = torch.cat(feats) if feats else torch.zeros(0, self.embedding_dim)
         return (torch.nn.functional.normalize(out, dim=1) if normalize else out), kept, bad
 
