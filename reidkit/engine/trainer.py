@@ -13,11 +13,11 @@ the evaluations during the run use the first one's query/gallery. After the last
 are evaluated on every test set of ``eval.datasets`` (``reidkit.inference.dataset.evaluate_test_sets``):
 one table, printed and saved as ``test_sets.json`` and ``test_sets.md``.
 
-The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json``, ``checkpoint.pt``
-(+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
-``best.safetensors``, ``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG
-curves; ``train.keep`` chooses which of the three checkpoints stay (``best.pt`` never holds optimizer
-state). Under ``torchrun`` only rank 0 writes.
+The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json`` (a record per start and resume),
+``checkpoint.pt`` (+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
+``best.safetensors``, ``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG curves;
+``train.keep`` chooses which of the three checkpoints stay (``best.pt`` never holds optimizer state). Under
+``torchrun`` only rank 0 writes.
 
 Numerical faults: a NaN or infinite loss term stops the run before the backward pass with
 ``NonFiniteLossError`` naming the term, the epoch and the step; the last checkpoint
@@ -38,6 +38,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from reidkit.engine.distributed import (
     init_distributed,
     warnings_on_rank_zero,
 )
-from reidkit.engine.runlog import RunLog, environment_info, load_history
+from reidkit.engine.runlog import ENV_FILE, RunLog, environment_info, environment_records, load_history
 from reidkit.engine.schedules import EpochSchedule
 from reidkit.engine.step import NonFiniteLoss, StepHook, hooks_from_env, train_step
 from reidkit.errors import CheckpointError, ConfigError, DatasetError, ReidkitError
@@ -311,8 +312,11 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             env = environment_info(cfg.train.seed, self.device, self.dist.world_size)
             env.update({"model": cfg.model.name, "num_classes": self.num_classes, "input_size": list(self.size),
-                        "train_images": len(self.train_records), "resumed_from": str(self.resumed_from or "")})
-            self.log.write_json("env.json", env)
+                        "train_images": len(self.train_records), "resumed_from": str(self.resumed_from or ""),
+                        "start_epoch": self.start_epoch,
+                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            earlier = environment_records(self.run_dir) if self.resumed_from else []  # a record per start
+            self.log.write_json(ENV_FILE, {"runs": [*earlier, env]})
             mapping = ds.extras.get("datasets")
             if mapping:  # several training datasets: where each one's classes and cameras went
                 self.log.write_json("datasets.json", {
