@@ -15,9 +15,10 @@ one table, printed and saved as ``test_sets.json`` and ``test_sets.md``.
 
 The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json`` (a record per start and resume),
 ``checkpoint.pt`` (+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
-``best.safetensors``, ``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG curves;
-``train.keep`` chooses which of the three checkpoints stay (``best.pt`` never holds optimizer state). Under
-``torchrun`` only rank 0 writes.
+``best.safetensors`` (a hard link to ``model.safetensors`` when the last evaluation was the best),
+``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG curves; ``train.keep``
+chooses which of the three checkpoints stay (only ``checkpoint.pt`` and ``checkpoint_prev.pt`` hold optimizer
+state). Under ``torchrun`` only rank 0 writes.
 
 Numerical faults: a NaN or infinite loss term stops the run before the backward pass with
 ``NonFiniteLossError`` naming the term, the epoch and the step; the last checkpoint
@@ -653,6 +654,7 @@ class Trainer:
             from reidkit.models.io import save_weights
 
             save_weights(self.core, self.run_dir / "model.safetensors")
+            self._link_best_to_final()
             self._drop_unkept()
             if not final and self.log.history:
                 last_row = self.log.history[-1]
@@ -685,6 +687,17 @@ class Trainer:
         save_test_set_results(self.run_dir, record)
         self._log(f"test sets, final weights (epoch {epoch}):\n{table_of_test_sets(record)}")
         return record
+
+    def _link_best_to_final(self) -> None:
+        """When the best weights are the final ones (the last evaluation was the best), ``best.safetensors``
+        becomes a hard link to ``model.safetensors`` instead of a second copy of the same bytes."""
+        import filecmp
+
+        from reidkit.utils.atomic import atomic_link
+
+        best, final = self.run_dir / "best.safetensors", self.run_dir / "model.safetensors"
+        if best.is_file() and not best.samefile(final) and filecmp.cmp(best, final, shallow=False):
+            atomic_link(final, best)
 
     def _drop_unkept(self) -> None:
         """At the end of a run: remove the checkpoints ``train.keep`` does not keep (written for the run's
