@@ -17,6 +17,7 @@ import torch
 
 from reidkit.errors import ReidkitError
 from reidkit.utils.images import ImageReadError, read_image, resize_rgb
+from reidkit.utils.progress import progress as show_progress
 
 
 def _decode_one(path: str, size: tuple[int, int]) -> np.ndarray | None:
@@ -57,18 +58,13 @@ def decode_images(
     out = torch.empty((n, h, w, 3), dtype=torch.uint8)
     out_np = out.numpy()
     ok = np.zeros(n, dtype=bool)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, desc="decode", unit="img")
+    bar = show_progress(n, "decode", "img", enabled=progress)
 
     def store(i: int, arr: np.ndarray | None) -> None:
         if arr is not None:
             out_np[i] = arr
             ok[i] = True
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
 
     if workers <= 1 or n < 2:
         for i, p in enumerate(paths):
@@ -85,8 +81,7 @@ def decode_images(
             for s, arrs in zip(starts, pp.imap(_decode_chunk, [(paths[s:s + chunk], (h, w)) for s in starts]), strict=True):
                 for j, arr in enumerate(arrs):
                     store(s + j, arr)
-    if bar is not None:
-        bar.close()
+    bar.close()
     bad = [p for p, good in zip(paths, ok, strict=True) if not good]
     images = out[torch.from_numpy(ok)] if len(bad) else out
     return images.permute(0, 3, 1, 2).contiguous(), bad

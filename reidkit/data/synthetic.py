@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from reidkit.errors import DatasetError, OutputError
 from reidkit.utils.atomic import atomic_path, atomic_write_json, output_folder, system_error
+from reidkit.utils.progress import progress as show_progress
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 META_FILE = "reidkit_synth.json"
@@ -628,24 +629,17 @@ def generate_dataset(
             (tmp / folder).mkdir(parents=True, exist_ok=True)
         chunk = 64
         chunks = [(jobs[i:i + chunk], seed, (h, w), str(tmp)) for i in range(0, len(jobs), chunk)]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(jobs), desc="synth", unit="img")
+        bar = show_progress(len(jobs), "synth", "img", enabled=progress)
         if workers and workers > 1:
             ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
             with ctx.Pool(workers) as pool:
                 for n in pool.imap_unordered(_run_chunk, chunks):
-                    if bar is not None:
-                        bar.update(n)
+                    bar.update(n)
         else:
             for c in chunks:
                 n = _run_chunk(c)
-                if bar is not None:
-                    bar.update(n)
-        if bar is not None:
-            bar.close()
+                bar.update(n)
+        bar.close()
         atomic_write_json(tmp / META_FILE, {**meta, "num_images": len(jobs)})
         if target.exists():
             shutil.rmtree(target)

@@ -13,9 +13,7 @@ lists of ints, never numpy objects.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 
 from reidkit.errors import CheckpointError, ReidkitError
-from reidkit.utils.atomic import atomic_path
+from reidkit.utils.atomic import atomic_link, atomic_path
 from reidkit.utils.safeload import safe_torch_load
 
 __all__ = [
@@ -69,12 +67,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, best: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = run_dir / LATEST
     if latest.exists() and previous:
-        with atomic_path(run_dir / PREVIOUS) as tmp:
-            tmp.unlink()
-            try:
-                os.link(latest, tmp)
-            except OSError:
-                shutil.copyfile(latest, tmp)
+        atomic_link(latest, run_dir / PREVIOUS)
     with atomic_path(latest) as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)  # through a Python file: a full disk surfaces as the OSError it is
     if not previous:  # only once the new one is complete: never a moment without a checkpoint

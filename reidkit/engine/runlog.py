@@ -4,9 +4,12 @@ Files written into the run folder (all atomically, by rank 0 only):
 
 - ``metrics.csv`` / ``history.json``: one row per epoch (learning rate, each loss term,
   images/s, seconds waiting for data, mAP / rank-1 / mINP when evaluated);
-- ``tb/``: TensorBoard event files (skipped if ``torch.utils.tensorboard`` cannot be imported);
+- ``tb/``: TensorBoard event files (skipped, said in one warning, if ``torch.utils.tensorboard`` cannot be
+  imported);
 - ``losses.png``, ``lr.png``, ``accuracy.png``: curves over epochs;
-- ``env.json``: seed, torch / reidkit / Python versions, git commit, device, world size.
+- ``env.json``: ``{"runs": [...]}``, one record per start or resume of the run (oldest first): seed, torch /
+  reidkit / Python versions, git commit, device, world size (``environment_records`` reads it, and the
+  single record older versions wrote).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ import torch
 import reidkit
 from reidkit.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["RunLog", "environment_info", "plot_history"]
+__all__ = ["ENV_FILE", "RunLog", "environment_info", "environment_records", "load_history", "plot_history"]
+
+
+ENV_FILE = "env.json"
 
 
 def _git_commit(repo: Path) -> str | None:
@@ -127,6 +133,26 @@ def _num(value: Any) -> float:
     return float(value)
 
 
+def _tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` into ``log_dir``, or None, said in one warning, when TensorBoard is not
+    installed or cannot write there (TensorBoard is optional: the run goes on without it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        warnings.warn("train.tensorboard is on, but TensorBoard is not installed (pip install tensorboard): no tb/ "
+                      "logs for this run (--set train.tensorboard=false to not ask for them)", stacklevel=3)
+        return None
+    try:
+        return SummaryWriter(log_dir=str(log_dir))
+    except Exception as exc:  # any failure only costs the TensorBoard logs
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        warnings.warn(f"{log_dir}: cannot write TensorBoard logs ({first}); the run goes on without them",
+                      stacklevel=3)
+        return None
+
+
 class RunLog:
     """Per-epoch logging into a run folder; a no-op object on ranks other than 0 (``enabled=False``)."""
 
@@ -138,13 +164,7 @@ class RunLog:
         self.history: list[dict[str, Any]] = list(history or [])
         self._tb = None
         if enabled and tensorboard:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
-            except Exception:  # tensorboard is optional
-                self._tb = None
+            self._tb = _tensorboard_writer(self.run_dir / "tb")
 
     def step(self, global_step: int, values: dict[str, float]) -> None:
         """Per-step scalars (TensorBoard only)."""
@@ -207,3 +227,15 @@ def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         return []
     return data if isinstance(data, list) else []
+
+
+def environment_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run folder's ``env.json``, one per start or resume, oldest first; a file written before
+    runs were recorded separately (one record) is a list of that record; [] if absent or unreadable."""
+    try:
+        data = json.loads((Path(run_dir) / ENV_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if isinstance(data, dict) and isinstance(data.get("runs"), list):
+        return [r for r in data["runs"] if isinstance(r, dict)]
+    return [data] if isinstance(data, dict) else []

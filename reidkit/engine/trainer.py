@@ -13,10 +13,11 @@ the evaluations during the run use the first one's query/gallery. After the last
 are evaluated on every test set of ``eval.datasets`` (``reidkit.inference.dataset.evaluate_test_sets``):
 one table, printed and saved as ``test_sets.json`` and ``test_sets.md``.
 
-The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json``, ``checkpoint.pt``
-(+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
-``best.safetensors``, ``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG
-curves; ``train.keep`` chooses which of the three checkpoints stay (``best.pt`` never holds optimizer
+The run folder (``train.out_dir``) receives ``config.yaml``, ``env.json`` (a record per start and resume),
+``checkpoint.pt`` (+ ``checkpoint_prev.pt``), ``best.pt``, ``model.safetensors`` (final weights) and
+``best.safetensors`` (a hard link to ``model.safetensors`` when the last evaluation was the best),
+``metrics.csv``, ``history.json``, ``final_metrics.json``, ``tb/`` and the PNG curves; ``train.keep``
+chooses which of the three checkpoints stay (only ``checkpoint.pt`` and ``checkpoint_prev.pt`` hold optimizer
 state). Under ``torchrun`` only rank 0 writes.
 
 Numerical faults: a NaN or infinite loss term stops the run before the backward pass with
@@ -34,11 +35,11 @@ import copy
 import dataclasses
 import math
 import random
-import sys
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,11 @@ from reidkit.engine.distributed import (
     init_distributed,
     warnings_on_rank_zero,
 )
-from reidkit.engine.runlog import RunLog, environment_info, load_history
+from reidkit.engine.runlog import ENV_FILE, RunLog, environment_info, environment_records, load_history
 from reidkit.engine.schedules import EpochSchedule
 from reidkit.engine.step import NonFiniteLoss, StepHook, hooks_from_env, train_step
 from reidkit.errors import CheckpointError, ConfigError, DatasetError, ReidkitError
+from reidkit.utils.progress import progress as show_progress
 
 __all__ = ["NonFiniteLossError", "TrainResult", "Trainer", "estimate_eta", "seed_everything", "train"]
 
@@ -311,8 +313,11 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             env = environment_info(cfg.train.seed, self.device, self.dist.world_size)
             env.update({"model": cfg.model.name, "num_classes": self.num_classes, "input_size": list(self.size),
-                        "train_images": len(self.train_records), "resumed_from": str(self.resumed_from or "")})
-            self.log.write_json("env.json", env)
+                        "train_images": len(self.train_records), "resumed_from": str(self.resumed_from or ""),
+                        "start_epoch": self.start_epoch,
+                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            earlier = environment_records(self.run_dir) if self.resumed_from else []  # a record per start
+            self.log.write_json(ENV_FILE, {"runs": [*earlier, env]})
             mapping = ds.extras.get("datasets")
             if mapping:  # several training datasets: where each one's classes and cameras went
                 self.log.write_json("datasets.json", {
@@ -559,12 +564,10 @@ class Trainer:
             images = 0
             data_wait = 0.0
             t_epoch = time.perf_counter()
-            bar = None
-            if self.dist.is_main and cfg.train.progress and not self.quiet:
-                from tqdm import tqdm
-
-                bar = tqdm(total=n_batches, initial=self.skip_batches, desc=f"epoch {epoch + 1}/{epochs}",
-                           unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+            # a bar on a terminal; in a log only the epoch line below (lines=False)
+            bar = show_progress(n_batches, f"epoch {epoch + 1}/{epochs}", "batch", initial=self.skip_batches,
+                                enabled=self.dist.is_main and cfg.train.progress and not self.quiet, lines=False,
+                                leave=False)
             step_in_epoch = self.skip_batches
             batches = self._batches(epoch)
             while True:
@@ -593,10 +596,9 @@ class Trainer:
                     acc = diag_sums.setdefault(k, [0.0, 0])
                     acc[0] += v
                     acc[1] += 1
-                if bar is not None:
-                    elapsed = time.perf_counter() - t_epoch
-                    bar.set_postfix(loss=f"{result.losses['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
-                    bar.update(1)
+                elapsed = time.perf_counter() - t_epoch
+                bar.set_postfix(loss=f"{result.losses['loss']:.3f}", img_s=f"{images / max(elapsed, 1e-9):.0f}")
+                bar.update(1)
                 if self.dist.is_main and self.global_step % cfg.train.log_every == 0:
                     self.log.step(self.global_step, {**result.losses, "lr": lr})
                 if cfg.train.save_every_steps and self.global_step % cfg.train.save_every_steps == 0 \
@@ -604,8 +606,7 @@ class Trainer:
                     self.save(epoch, step_in_epoch)
                 for hook in self.hooks:
                     hook.after_step(self.global_step)
-            if bar is not None:
-                bar.close()
+            bar.close()
             self.skip_batches = 0
             seconds = time.perf_counter() - t_epoch
             row: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "lr": lr}
@@ -653,6 +654,7 @@ class Trainer:
             from reidkit.models.io import save_weights
 
             save_weights(self.core, self.run_dir / "model.safetensors")
+            self._link_best_to_final()
             self._drop_unkept()
             if not final and self.log.history:
                 last_row = self.log.history[-1]
@@ -685,6 +687,17 @@ class Trainer:
         save_test_set_results(self.run_dir, record)
         self._log(f"test sets, final weights (epoch {epoch}):\n{table_of_test_sets(record)}")
         return record
+
+    def _link_best_to_final(self) -> None:
+        """When the best weights are the final ones (the last evaluation was the best), ``best.safetensors``
+        becomes a hard link to ``model.safetensors`` instead of a second copy of the same bytes."""
+        import filecmp
+
+        from reidkit.utils.atomic import atomic_link
+
+        best, final = self.run_dir / "best.safetensors", self.run_dir / "model.safetensors"
+        if best.is_file() and not best.samefile(final) and filecmp.cmp(best, final, shallow=False):
+            atomic_link(final, best)
 
     def _drop_unkept(self) -> None:
         """At the end of a run: remove the checkpoints ``train.keep`` does not keep (written for the run's

@@ -23,6 +23,7 @@ from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.inference.engines import ENGINES, Engine, OnnxEngine, TorchEngine, choose_engine
 from reidkit.inference.images import ImageLike, images_to_uint8
 from reidkit.utils.devices import resolve_device
+from reidkit.utils.progress import progress as show_progress
 
 __all__ = ["Embedder", "load"]
 
@@ -109,31 +110,32 @@ class Embedder:
             raise ReidkitError(f"embed: expected a batch size >= 1, got {batch_size}")
         if u8.shape[0] == 0:
             return torch.zeros(0, self.embedding_dim)
-        starts: Any = range(0, int(u8.shape[0]), batch_size)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="embed", unit="batch")
+        starts = range(0, int(u8.shape[0]), batch_size)
         chunks = []
-        for s in starts:
-            x = test_batch(u8[s:s + batch_size].to(self.engine.device, non_blocking=True), self.input_size)
-            f = self.engine(x)
-            if flip:
-                f = (f + self.engine(x.flip(-1))) / 2.0
-            chunks.append(f)
+        with show_progress(len(starts), "embed", "batch", enabled=progress) as bar:
+            for s in starts:
+                x = test_batch(u8[s:s + batch_size].to(self.engine.device, non_blocking=True), self.input_size)
+                f = self.engine(x)
+                if flip:
+                    f = (f + self.engine(x.flip(-1))) / 2.0
+                chunks.append(f)
+                bar.update(1)
         return torch.cat(chunks)
 
     def embed(self, images: ImageLike, batch_size: int = 64, flip: bool = False, bgr: bool = False,
               normalize: bool = False) -> torch.Tensor:
         """Embed pictures; returns an (N, D) float32 CPU tensor, one row per input picture.
 
-        ``images``: a file path, a PIL image, an H×W×3 uint8 array (RGB; OpenCV BGR with ``bgr=True``), a
-        list of these, or a tensor batch (uint8 (N, 3, H, W) or float in [0, 1]). ``flip`` averages with
-        the mirrored picture; ``normalize`` L2-normalises the rows. An unreadable file raises
-        ``reidkit.utils.images.ImageReadError`` naming it (use ``embed_paths`` to skip them).
+        ``images``: a file path, a PIL image, an H×W×3 uint8 array, a list of these, or a tensor batch (uint8
+        (N, 3, H, W) or float in [0, 1]). The model takes RGB: arrays and tensors are read as RGB, unless
+        ``bgr=True``, which reverses the channel order of every array and tensor given (an OpenCV
+        ``cv2.imread`` picture is BGR); files and PIL images are always decoded to RGB, whatever ``bgr`` says.
+        ``flip`` averages with the mirrored picture; ``normalize`` L2-normalises the rows. An unreadable file
+        raises ``reidkit.utils.images.ImageReadError`` naming it (use ``embed_paths`` to skip them).
 
         Examples:
-            >>> feats = emb.embed(["a.jpg", Image.open("b.jpg"), cv2.imread("c.jpg")], bgr=False)  # doctest: +SKIP
+            >>> feats = emb.embed(["a.jpg", Image.open("b.jpg")])  # doctest: +SKIP
+            >>> feats = emb.embed([cv2.imread("c.jpg"), cv2.imread("d.jpg")], bgr=True)  # doctest: +SKIP
         """
         feats = []
         if torch.is_tensor(images) and images.dim() == 4:
@@ -157,20 +159,15 @@ class Embedder:
         """Embed image files, skipping unreadable ones: returns (feats, kept_paths, bad_paths).
 
         Files are decoded in chunks by ``reidkit.data.cache.decode_images`` (``workers`` threads),
-        so memory stays bounded for large folders; ``progress`` shows a bar.
+        so memory stays bounded for large folders; ``progress`` shows a bar (in a log: a line per chunk).
 
         Examples:
             >>> feats, kept, bad = emb.embed_paths(["a.jpg", "broken.jpg"])  # doctest: +SKIP
         """
         from reidkit.data.cache import decode_images
 
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(paths), desc="embed", unit="img")
         feats, kept, bad = [], [], []
-        try:
+        with show_progress(len(paths), "embed", "img", enabled=progress) as bar:  # in a log: a line per chunk
             for s in range(0, len(paths), chunk):
                 part = [str(p) for p in paths[s:s + chunk]]
                 u8, bad_part = decode_images(part, self.input_size, workers)
@@ -179,16 +176,13 @@ class Embedder:
                 bad.extend(p for p in part if p in bad_set)
                 feats.append(self.embed_uint8(u8, batch_size, flip))
                 kept.extend(good)
-                if bar is not None:
-                    bar.update(len(part))
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(len(part))
         out = torch.cat(feats) if feats else torch.zeros(0, self.embedding_dim)
         return (torch.nn.functional.normalize(out, dim=1) if normalize else out), kept, bad
 
     def visual_maps(self, images: ImageLike, bgr: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(uint8 (N,3,H,W) inputs, the model's ``visual_maps`` dict of (N, h, w) maps); PyTorch models only."""
+        """(uint8 (N,3,H,W) inputs, the model's ``visual_maps`` dict of (N, h, w) maps); PyTorch models only.
+        ``images`` and ``bgr`` as for ``embed``."""
         if self.model is None or not hasattr(self.model, "visual_maps"):
             raise ReidkitError(f"{self.source or self.meta.get('model')}: attention maps need a PyTorch "
                                "checkpoint or weight file with visual_maps(), not an ONNX file")

@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -159,6 +160,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if cause is not None and cause.errno in _REASONS:  # the system refused the write
             raise OutputError(f"{path}: cannot write ({_reason(cause)})") from None
         raise
+
+
+def atomic_link(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Replace ``path`` atomically by a hard link to the file ``source`` (the same bytes, no more space), or by a
+    copy where the file system has no hard links; returns whether it is a link. A later atomic write of either
+    name (a new file renamed over it) leaves the other as it was."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+            linked = True
+        except OSError:
+            shutil.copyfile(source, tmp)
+            linked = False
+    return linked
 
 
 @contextlib.contextmanager

@@ -104,6 +104,23 @@ def test_every_command_line_has_a_section() -> None:
     assert not unknown, f"docs/cli.md documents commands that do not exist: {unknown}"
 
 
+def command_table() -> list[tuple[str, str, str]]:
+    """The page's command table as (command, link target, what it does), in page order."""
+    text = CLI_MD.read_text(encoding="utf-8")
+    table = text[text.index("| command | what it does |"):].split("\n\n", 1)[0]
+    return re.findall(r"^\| \[`([a-z]+)`\]\(#([a-z-]+)\) \| (.*) \|$", table, re.M)
+
+
+def test_command_table_lists_every_subcommand() -> None:
+    """The table at the top names every subcommand ``reidkit.cli`` registers, in its order, with the one-line
+    help ``reidkit --help`` prints (arrows and code marks as the page writes them) and a link to its section."""
+    rows = command_table()
+    assert [name for name, _, _ in rows] == list(COMMANDS)
+    for name, anchor, what in rows:
+        assert anchor == f"reidkit-{name}"
+        assert what.replace("→", "->").replace("`", "") == COMMANDS[name][1], name
+
+
 Rows = list[tuple[str, str]]
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from reidkit.engine.distributed import init_distributed
+from reidkit.engine.runlog import environment_records
 from reidkit.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ def test_two_process_ddp_keeps_weights_in_sync(mini_market: Path, tmp_path: Path
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 4
     assert ckpt["sampler"]["world_size"] == 2
-    env_info = json.loads((run / "env.json").read_text())
+    env_info = environment_records(run)[-1]
     assert env_info["world_size"] == 2
     history = json.loads((run / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2] and "mAP" in history[-1]

@@ -90,3 +90,55 @@ def test_resume_falls_back_to_previous_with_the_default_keep(synth_root: Path, t
 def test_keep_names_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"'train.keep' must be a list of 'latest' or 'previous' or 'best'"):
         load_config(None, ["train.keep=[latest, newest]"])
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def disk_bytes(run: Path) -> int:
+    """The bytes the run folder's files take, a file with several names (hard links) counted once."""
+    seen: dict[tuple[int, int], int] = {}
+    for p in run.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
+
+
+def test_best_weights_that_are_the_final_ones_take_no_second_copy(synth_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    # evaluated once, after the last epoch: the best weights are the final ones
+    train(load_config(preset_path("stadb_market1501"), tiny(synth_root, run, 2, "train.eval_every=0")), quiet=True)
+    best, final = run / "best.safetensors", run / "model.safetensors"
+    assert best.samefile(final) and final.stat().st_nlink == 2  # one file, two names
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert disk_bytes(run) == sum(p.stat().st_size for p in files) - final.stat().st_size
+    loaded = load_model(best)  # whatever loads "best" still does
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in weights_of(final).items())
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 2
+    assert {p.name for p in run.iterdir() if p.suffix in (".pt", ".safetensors")} == \
+        {"checkpoint.pt", "checkpoint_prev.pt", "best.pt", "best.safetensors", "model.safetensors"}
+    # only the resumable checkpoints hold optimizer state
+    for name in ("checkpoint.pt", "checkpoint_prev.pt", "best.pt"):
+        assert ("optimizer" in torch.load(run / name, weights_only=True)) == name.startswith("checkpoint")
+
+
+def test_earlier_best_weights_stay_their_own_file_and_survive_a_resume(synth_root: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import reidkit.engine.trainer as trainer_module
+
+    scores = iter([50.0, 40.0, 30.0])  # epoch 1 is the best; later epochs are worse
+    monkeypatch.setattr(trainer_module.Trainer, "evaluate", lambda self: {"mAP": next(scores), "rank1": 0.0})
+    run = tmp_path / "run"
+    train(load_config(preset_path("stadb_market1501"), tiny(synth_root, run, 1)), quiet=True)
+    best, final = run / "best.safetensors", run / "model.safetensors"
+    assert best.samefile(final)  # after one epoch the best is the final
+    epoch1 = weights_of(final)
+    assert main(["train", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=3"]) == 0
+    assert not best.samefile(final)  # model.safetensors was replaced by a new file; the link kept epoch 1
+    assert all(torch.equal(weights_of(best)[k], v) for k, v in epoch1.items())
+    assert not all(torch.equal(weights_of(final)[k], v) for k, v in epoch1.items())
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == 1

@@ -18,6 +18,7 @@ from reidkit.data.datasets import load
 from reidkit.data.multi import DatasetSource, combine
 from reidkit.engine.config import config_to_dict, load_config, resolve_effective
 from reidkit.engine.presets import preset_path
+from reidkit.engine.runlog import environment_records
 from reidkit.engine.trainer import train
 from reidkit.errors import ConfigError
 from reidkit.eval import evaluate
@@ -87,7 +88,7 @@ def test_run_folder_records_offsets_and_classes(api_run: tuple[Path, object], se
          "images": len(a.train)},
         {"name": "market1501", "root": b.root, "pid_offset": 4, "ids": 5, "camid_offset": 2, "cameras": 3,
          "images": len(b.train)}], "ids": 9, "cameras": 5, "images": len(a.train) + len(b.train)}
-    assert json.loads((run / "env.json").read_text())["num_classes"] == 9
+    assert environment_records(run)[-1]["num_classes"] == 9
     assert result.model.num_classes == 9  # type: ignore[attr-defined]
     # the saved config: what ran, lists written out, the test sets named; reading it back changes nothing
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))

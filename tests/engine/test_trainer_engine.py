@@ -15,6 +15,7 @@ from tiny_runs import tiny_sets
 from reidkit.cli import main
 from reidkit.engine.checkpoint import find_resume_checkpoint, save_checkpoint
 from reidkit.engine.config import load_config
+from reidkit.engine.runlog import environment_records
 from reidkit.engine.trainer import NonFiniteLossError, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ def test_run_folder_has_everything(mini_market: Path, tmp_path: Path) -> None:
             "best"} <= set(state)
     assert state["epoch"] == 2 and state["config"]["train"]["seed"] == 7
     assert state["best"]["mAP"] == pytest.approx(max(r["mAP"] for r in result.history))
-    env = json.loads((run / "env.json").read_text())
+    env = environment_records(run)[-1]
     assert env["seed"] == 7 and env["torch"] == torch.__version__ and "reidkit" in env and "git_commit" in env
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]

@@ -104,3 +104,27 @@ def test_extract_features_skips_unreadable(tmp_path: Path) -> None:
     direct = torch.stack([embed_uint8(m, torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)[None], flip=True)[0]
                           for p in (paths[0], paths[2], paths[3])])
     assert torch.allclose(feats, direct, atol=1e-6)
+
+
+def test_bgr_reverses_arrays_and_tensors_only(tmp_path: Path) -> None:
+    """The model takes RGB: ``bgr=True`` turns a BGR array or tensor (OpenCV's order) into it; files and PIL
+    images are RGB whatever ``bgr`` says. The Dummy's features are per-channel means, so a swap shows."""
+    emb = Embedder(Dummy(), "cpu")
+    rgb = np.zeros((16, 8, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 0  # red, some green, no blue
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    ref = emb.embed(rgb)
+    assert not torch.allclose(ref, emb.embed(rgb[..., ::-1].copy()))  # a BGR array read as RGB is wrong
+    assert torch.allclose(ref, emb.embed(rgb[..., ::-1].copy(), bgr=True))
+    assert torch.allclose(ref, emb.embed(torch.from_numpy(rgb[..., ::-1].copy()).permute(2, 0, 1)[None], bgr=True))
+    for picture in (str(tmp_path / "a.png"), Image.open(tmp_path / "a.png")):
+        assert torch.allclose(ref, emb.embed(picture)) and torch.allclose(ref, emb.embed(picture, bgr=True))
+
+
+def test_embed_docstring_says_what_bgr_does() -> None:
+    """The docstring's OpenCV example passes ``bgr=True`` (cv2.imread gives BGR, which the test above shows
+    needs it) and the text says which inputs ``bgr`` reverses."""
+    doc = Embedder.embed.__doc__ or ""
+    calls = [line for line in doc.splitlines() if "cv2.imread" in line and ">>>" in line]
+    assert calls and all("bgr=True" in line for line in calls)
+    assert "files and PIL images are always decoded to RGB" in " ".join(doc.split())

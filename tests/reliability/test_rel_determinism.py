@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from reidkit.engine.runlog import environment_records
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -80,7 +82,7 @@ def _check_provenance(three_runs):
     import reidkit
 
     for name, seed in (("A", 0), ("C", 1)):
-        env = json.loads((three_runs[name] / "env.json").read_text())
+        [env] = environment_records(three_runs[name])
         assert env["seed"] == seed
         assert env["torch"] == torch.__version__
         assert env["reidkit"] == reidkit.__version__

@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 import torch
 
+from reidkit.engine.runlog import environment_records
+
 SEED = 8  # issue 8
 
 WRITER = r"""
@@ -273,7 +275,7 @@ def test_train_killed_during_checkpoint_write_resumes(synth_root, tmp_path, chil
 
     res = cli(["train", "--config", str(cfg), "--resume", "--quiet"], timeout=400)
     assert res.returncode == 0, res.stderr
-    env = json.loads((run / "env.json").read_text())
+    env = environment_records(run)[-1]
     assert env["resumed_from"].endswith(".pt") and ".tmp" not in env["resumed_from"]
     final = load_checkpoint(run / "checkpoint.pt")
     assert int(final["epoch"]) == 2
@@ -355,7 +357,7 @@ def test_resume_falls_back_past_a_checkpoint_it_cannot_continue(damage, two_runs
     assert res.returncode == 0, res.stderr
     warned = [ln for ln in res.stderr.splitlines() if "skipping unusable checkpoint" in ln]
     assert len(warned) == 1 and "checkpoint.pt" in warned[0] and "checkpoint_prev.pt" in warned[0], res.stderr
-    assert json.loads((run / "env.json").read_text())["resumed_from"].endswith("checkpoint_prev.pt")
+    assert environment_records(run)[-1]["resumed_from"].endswith("checkpoint_prev.pt")
     a = torch.load(ref / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

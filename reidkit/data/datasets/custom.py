@@ -58,7 +58,9 @@ FOLDER_LAYOUT = "<root>/{train,query,gallery}/<identity>/<camid>_<anything>.jpg"
 CSV_COLUMNS = ("path", "pid", "camid", "split")
 MAX_CAMID = 1_000_000  # camera numbers are small; a larger default_camid is a typo
 NO_CAMERA = "file name does not start with <camid>_"
-DEFAULT_CAMID_HOW = "reidkit datasets --default-camid N, --option default_camid=N, data.options.default_camid: N"
+# how to give default_camid, with each command that takes it in the form it takes it
+DEFAULT_CAMID_HOW = ("reidkit datasets --default-camid {n}, reidkit eval --option default_camid={n}, "
+                     "reidkit train --set data.options.default_camid={n}")
 
 DefaultCamid = int | Mapping[str, int] | None
 
@@ -169,8 +171,8 @@ def _folder_why_empty(split: str, folders: int, loose: int, no_camera: int) -> s
     """Why a split of the folder layout holds no record, and what would fix it."""
     if no_camera:
         return (f"{no_camera} image files seen in {folders} identity folders, none named <camid>_*.jpg; name "
-                f"them like 1_0001.jpg, or pass default_camid to give them one camera (e.g. --option "
-                f"default_camid=0, data.options.default_camid: 0)")
+                f"them like 1_0001.jpg, or pass default_camid to give them one camera (e.g. "
+                f"{DEFAULT_CAMID_HOW.format(n=0)})")
     if loose and not folders:
         return (f"{loose} image files lie directly in {split}/, none inside an <identity>/ folder "
                 f"(expected {FOLDER_LAYOUT})")
@@ -275,7 +277,7 @@ def load_csv(root: str | os.PathLike[str], verify_images: VerifyMode = True,
             cam = defaults[row.split]
         else:
             raise DatasetError(f"{where}: empty camid; give one, or pass default_camid when the cameras are "
-                               f"unknown ({DEFAULT_CAMID_HOW})")
+                               f"unknown ({DEFAULT_CAMID_HOW.format(n='N')})")
         if row.path is None:
             skipped.append((row.raw_path, f"{OUTSIDE} {folder} (line {row.line})"))
             continue
