@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from reidkit.errors import DatasetError, OutputError
+from reidkit.errors import DatasetError, OutputError, ReidkitError
 from reidkit.utils.atomic import atomic_path, atomic_write_json, output_folder, system_error
+from reidkit.utils.limits import MAX_SIDECAR_BYTES
+from reidkit.utils.textfile import read_text
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 META_FILE = "reidkit_synth.json"
@@ -661,8 +663,9 @@ def generate_dataset(
 
 def _read_meta(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(read_text(folder / META_FILE, limit=MAX_SIDECAR_BYTES, what="a synthetic dataset's "
+                                    "metadata"))
+    except (ReidkitError, ValueError, RecursionError):
         return None
 
 

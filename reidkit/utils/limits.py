@@ -28,3 +28,10 @@ def input_size_problem(size: object) -> str | None:
     if not all(MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in size):
         return f"expected [H, W] with both between {MIN_INPUT_SIDE} and {MAX_INPUT_SIDE}, got {list(size)}"
     return None
+
+# Files read as text: each must be a regular file (not a pipe or a device) and at most this many bytes
+# (reidkit.utils.textfile). A preset is ~4 kB, a Market-1501 list ~1 MB, a manifest ~200 bytes per entry.
+MAX_CONFIG_BYTES = 1 << 20  # a YAML config and each of its _base_ files: 1 MiB
+MAX_LIST_BYTES = 1 << 30  # a CSV image list, an MSMT17 list file: 1 GiB (millions of rows)
+MAX_MANIFEST_BYTES = 4 << 30  # an index manifest (ids and metadata of every entry): 4 GiB
+MAX_SIDECAR_BYTES = 64 << 20  # a JSON sidecar (dataset metadata, extraction index, history.json): 64 MiB
