@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 MIN_INPUT_SIDE = 8  # every network trains and embeds at 8×8 (tests/reliability: the config's edge values)
+MAX_IMAGE_PIXELS = 89_478_485  # pixels in one decoded picture, any mode or bit depth (Pillow's own default)
 MAX_INPUT_SIDE = 1024  # person crops are 128-384 pixels high; 1024×1024 still trains and embeds
 MAX_EMBEDDING_DIM = 65_536
 MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights; the papers' networks hold 25-35 million
