@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_file(args.checkpoint, "cpu")
     # the float32 file is written beside --out and renamed over it only once the INT8 copy is written too
     with atomic_path(out) as tmp:
-        report = export_onnx(model, tmp, opset=args.opset, atol=args.atol)
+        report = export_onnx(model, tmp, opset=args.opset, atol=args.atol, source=args.checkpoint)
         quantized = None
         if q_out is not None:
             quantized = quantize_onnx(tmp, q_out, args.calibrate, n_calib, bound)
