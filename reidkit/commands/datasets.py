@@ -8,6 +8,7 @@ import sys
 import warnings
 from typing import Any
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.errors import DatasetError
 
 NAMES = ("market1501", "dukemtmcreid", "msmt17", "cuhk03", "celebreid", "folder", "csv")
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``datasets`` subcommand's arguments to ``parser``."""
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help=f"dataset: {', '.join(NAMES)} (omit to list the names)")
-    parser.add_argument("--root", metavar="DIR",
+    parser.add_argument("--root", type=path_arg, metavar="DIR",
                         help="the dataset's folder or the folder holding it (for csv: the CSV file)")
     parser.add_argument("--json", action="store_true",
                         help='print {"train": {"ids", "images", "cameras"}, "query": ..., "gallery": ...}')

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.errors import ReidkitError
 
 # The embedded demo settings (tuned for ~5 minutes on 2 CPU cores; see run()).
@@ -40,8 +41,8 @@ DEMO_CONFIG: dict[str, Any] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``reidkit demo``."""
-    parser.add_argument("--out", default="runs/demo", metavar="DIR", help="run folder (default: runs/demo)")
-    parser.add_argument("--data", default="data/synthetic", metavar="DIR",
+    parser.add_argument("--out", default="runs/demo", type=path_arg, metavar="DIR", help="run folder (default: runs/demo)")
+    parser.add_argument("--data", default="data/synthetic", type=path_arg, metavar="DIR",
                         help="where the synthetic dataset is (generated there if absent; default: data/synthetic)")
     parser.add_argument("--seconds-budget", type=float, default=300.0, metavar="S",
                         help="wall-time budget for the whole demo; training stops early to keep it (default: 300)")

@@ -29,6 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import ReidkitError
 from reidkit.inference.dataset import MULTI_QUERY
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_source_arguments(parser, several=True)
     parser.add_argument("--multi-query", choices=MULTI_QUERY, default="none",
                         help="Market-1501 multi-query: pool gt_bbox features per (pid, camera) (default none)")
-    parser.add_argument("--save-features", metavar="FILE", help="also write the extracted features file")
+    parser.add_argument("--save-features", type=path_arg, metavar="FILE", help="also write the extracted features file")
     m = parser.add_argument_group("metrics")
     m.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean", help="distance (default euclidean)")
     m.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking (Zhong et al. 2017)")
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--seed", type=int, default=0, help="single-shot random seed (default 0)")
     o = parser.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
-    o.add_argument("--out", metavar="DIR",
+    o.add_argument("--out", type=path_arg, metavar="DIR",
                    help="write metrics.json and cmc.png into DIR (several --dataset: test_sets.json, test_sets.md "
                         "and cmc.png)")
 

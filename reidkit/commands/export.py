@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.errors import ReidkitError
 from reidkit.inference.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE
 
@@ -32,16 +33,16 @@ MIN_INT8_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit export``."""
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+    parser.add_argument("--checkpoint", required=True, type=path_arg, metavar="PATH",
                         help="training checkpoint .pt, model.safetensors or a run folder")
-    parser.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write")
+    parser.add_argument("--out", required=True, type=path_arg, metavar="FILE", help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     parser.add_argument("--atol", type=float, default=1e-4,
                         help="largest accepted |onnxruntime - PyTorch| / max(1, largest |PyTorch value|) (default 1e-4)")
     q = parser.add_argument_group("INT8 (an extra file beside --out: model.onnx -> model.int8.onnx)")
     q.add_argument("--int8", action="store_true",
                    help="also write an INT8 copy: static quantization with --calibrate, else dynamic")
-    q.add_argument("--calibrate", metavar="DIR",
+    q.add_argument("--calibrate", type=path_arg, metavar="DIR",
                    help="folder of person crops to calibrate the INT8 activation ranges on (static quantization)")
     q.add_argument("--calibration-images", type=int, default=None, metavar="N",
                    help=f"crops of --calibrate used for calibration (default {DEFAULT_CALIBRATION_IMAGES}); "
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_file(args.checkpoint, "cpu")
     # the float32 file is written beside --out and renamed over it only once the INT8 copy is written too
     with atomic_path(out) as tmp:
-        report = export_onnx(model, tmp, opset=args.opset, atol=args.atol)
+        report = export_onnx(model, tmp, opset=args.opset, atol=args.atol, source=args.checkpoint)
         quantized = None
         if q_out is not None:
             quantized = quantize_onnx(tmp, q_out, args.calibrate, n_calib, bound)

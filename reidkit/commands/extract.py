@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.commands.options import add_model_arguments, load_embedder, parse_reader_options
 from reidkit.errors import DatasetError, ReidkitError
 
@@ -25,13 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit extract``."""
     add_model_arguments(parser)
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", metavar="DIR", help="folder of images (searched recursively)")
-    src.add_argument("--csv", metavar="FILE", help="CSV list with a 'path' column (optional pid, camid)")
+    src.add_argument("--images", type=path_arg, metavar="DIR", help="folder of images (searched recursively)")
+    src.add_argument("--csv", type=path_arg, metavar="FILE", help="CSV list with a 'path' column (optional pid, camid)")
     src.add_argument("--dataset", metavar="NAME", help="a dataset's query and gallery (with --root)")
-    parser.add_argument("--root", metavar="DIR", help="dataset root folder for --dataset")
+    parser.add_argument("--root", type=path_arg, metavar="DIR", help="dataset root folder for --dataset")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset reader option for --dataset, e.g. split_id=3 (repeatable)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="features file to write (.safetensors)")
+    parser.add_argument("--out", required=True, type=path_arg, metavar="FILE", help="features file to write (.safetensors)")
 
 
 def run(args: argparse.Namespace) -> int:

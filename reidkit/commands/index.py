@@ -26,6 +26,7 @@ import os
 import re
 from typing import Any
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.commands.options import add_model_arguments, embedder_for_index, load_embedder
 from reidkit.errors import DatasetError, ReidkitError
 
@@ -47,8 +48,8 @@ GROWTH_NOTE = 10  # `add` suggests retraining once an IVF-PQ index holds this ma
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", metavar="DIR", help="folder of images (searched recursively)")
-    src.add_argument("--csv", metavar="FILE", help="CSV list with a 'path' column (optional pid, camid)")
+    src.add_argument("--images", type=path_arg, metavar="DIR", help="folder of images (searched recursively)")
+    src.add_argument("--csv", type=path_arg, metavar="FILE", help="CSV list with a 'path' column (optional pid, camid)")
 
 
 def _add_index_arguments(parser: argparse.ArgumentParser, approx_help: str, approx_default: str | None) -> None:
@@ -60,7 +61,7 @@ def _add_index_arguments(parser: argparse.ArgumentParser, approx_help: str, appr
 def _on_index(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     """The subcommand ``name`` of an existing index: its parser with the INDEX_DIR positional."""
     p = sub.add_parser(name, help=help_text)
-    p.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
+    p.add_argument("index", type=path_arg, metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
     return p
 
 
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b = sub.add_parser("build", help="embed a folder of images into a new index")
     add_model_arguments(b)
     _add_source_arguments(b)
-    b.add_argument("--out", required=True, metavar="INDEX_DIR", help="index folder to write")
+    b.add_argument("--out", required=True, type=path_arg, metavar="INDEX_DIR", help="index folder to write")
     b.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
                    help="distance used by searches (default euclidean)")
     b.add_argument("--force", action="store_true",
@@ -87,10 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = r.add_mutually_exclusive_group(required=True)
     what.add_argument("--ids", nargs="+", metavar="ID", help="entry ids as the index holds them (for 'reidkit "
                       "index' entries, absolute image paths; a whole number also matches that integer id)")
-    what.add_argument("--paths", nargs="+", metavar="PATH",
+    what.add_argument("--paths", nargs="+", type=path_arg, metavar="PATH",
                       help="images or folders (relative to the current folder): their entries, or every entry "
                            "under a folder")
-    what.add_argument("--csv", metavar="FILE", help="CSV list with a 'path' column: the entries of those images")
+    what.add_argument("--csv", type=path_arg, metavar="FILE", help="CSV list with a 'path' column: the entries of those images")
     what.add_argument("--pids", nargs="+", type=int, metavar="PID", help="every entry of these identities")
     _embedding_action(_on_index(sub, "update", "re-embed images and replace their entries (new ones are added)"))
     rb = _on_index(sub, "rebuild", "rebuild the FAISS index from the stored embeddings (retrain, or change it)")

@@ -8,16 +8,18 @@ import argparse
 import json
 from typing import Any
 
+from reidkit.commands.argtypes import batch_size, path_arg, threads, workers
 from reidkit.errors import ReidkitError
 from reidkit.inference.engines import AUTO_ONNX_MIN_IMAGES, ENGINES
+from reidkit.utils.limits import MAX_BATCH_IMAGES, THREADS_PER_CPU, max_threads
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--checkpoint`` / ``--onnx`` (one of them) and the runtime options (``add_runtime_arguments``)."""
     group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--checkpoint", metavar="PATH",
+    group.add_argument("--checkpoint", type=path_arg, metavar="PATH",
                        help="model file: training checkpoint .pt, model.safetensors or a run folder")
-    group.add_argument("--onnx", metavar="PATH", help="ONNX model written by 'reidkit export'")
+    group.add_argument("--onnx", type=path_arg, metavar="PATH", help="ONNX model written by 'reidkit export'")
     add_runtime_arguments(parser)
 
 
@@ -25,16 +27,19 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, flip: bool = True) ->
     """How a model embeds images: ``--device``, ``--batch-size``, ``--flip`` (unless ``flip`` is False: a
     command that takes it from elsewhere), ``--workers``, ``--engine``, ``--threads``, ``--no-progress``."""
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=batch_size(), default=64,
+                        help=f"images per forward pass, 1..{MAX_BATCH_IMAGES} (default 64)")
     if flip:
         parser.add_argument("--flip", action="store_true", help="average with the mirrored image's features")
-    parser.add_argument("--workers", type=int, default=4, help="image decoding threads (default 4)")
+    parser.add_argument("--workers", type=workers(), default=4,
+                        help=f"image decoding threads, 0..{max_threads()} here (default 4)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="auto (default: ONNX Runtime on CPU for a dataset or >= "
                              f"{AUTO_ONNX_MIN_IMAGES} images, exported once to the cache; else PyTorch), "
                              "torch, onnx, compile (torch.compile)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for PyTorch / ONNX Runtime (default: the free physical cores)")
+    parser.add_argument("--threads", type=threads(), default=None,
+                        help=f"CPU threads for PyTorch / ONNX Runtime, 1..{max_threads()} here ({THREADS_PER_CPU} per "
+                             "CPU; default: the free physical cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -108,21 +113,21 @@ def add_dataset_source_arguments(parser: argparse.ArgumentParser, several: bool 
     reader options), plus the runtime options. ``several``: ``--dataset`` and ``--root`` may be repeated
     (``dataset_sources_from_args`` pairs them)."""
     src = parser.add_argument_group("input (either --features, or --checkpoint/--onnx with --dataset and --root)")
-    src.add_argument("--features", metavar="FILE", help="dataset features file from 'reidkit extract --dataset'")
-    src.add_argument("--checkpoint", metavar="PATH", help="model file: checkpoint.pt, model.safetensors or a run folder")
-    src.add_argument("--onnx", metavar="PATH", help="ONNX model (with --dataset and --root)")
+    src.add_argument("--features", type=path_arg, metavar="FILE", help="dataset features file from 'reidkit extract --dataset'")
+    src.add_argument("--checkpoint", type=path_arg, metavar="PATH", help="model file: checkpoint.pt, model.safetensors or a run folder")
+    src.add_argument("--onnx", type=path_arg, metavar="PATH", help="ONNX model (with --dataset and --root)")
     if several:
         src.add_argument("--dataset", metavar="NAME", action="append",
                          help="dataset name (market1501, dukemtmcreid, msmt17, ...); repeat it to evaluate on "
                               "several test sets, one table")
-        src.add_argument("--root", metavar="DIR", action="append",
+        src.add_argument("--root", type=path_arg, metavar="DIR", action="append",
                          help="folder holding the dataset; one per --dataset, in the same order (or one for all)")
         src.add_argument("--option", action=_OptionOfDataset, default=[], metavar="KEY=VALUE",
                          help="dataset reader option, e.g. protocol=classic or split_id=3 (repeatable; with "
                               "several --dataset, for the --dataset it follows)")
     else:
         src.add_argument("--dataset", metavar="NAME", help="dataset name (market1501, dukemtmcreid, msmt17, ...)")
-        src.add_argument("--root", metavar="DIR", help="folder holding the dataset")
+        src.add_argument("--root", type=path_arg, metavar="DIR", help="folder holding the dataset")
         src.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="dataset reader option, e.g. protocol=classic or split_id=3 (repeatable)")
     add_runtime_arguments(parser)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import ReidkitError
 
@@ -19,7 +20,7 @@ from reidkit.errors import ReidkitError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit report``."""
     add_dataset_source_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
+    parser.add_argument("--out", required=True, type=path_arg, metavar="FILE", help="HTML file to write")
     parser.add_argument("--worst", type=int, default=8, help="worst queries shown (default 8)")
     parser.add_argument("--k", type=int, default=10, help="gallery images per rank list (default 10)")
     parser.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])

@@ -30,14 +30,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.commands.options import add_runtime_arguments, embedder_for_index
 from reidkit.errors import DatasetError, ReidkitError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit search``."""
-    parser.add_argument("index", metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
-    parser.add_argument("--query", required=True, metavar="IMG_or_DIR", help="a query image or a folder of them")
+    parser.add_argument("index", type=path_arg, metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
+    parser.add_argument("--query", required=True, type=path_arg, metavar="IMG_or_DIR", help="a query image or a folder of them")
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, λ=0.3)")
     parser.add_argument("--nprobe", type=int, default=None, metavar="N",
@@ -48,16 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ef-search", type=int, default=None, metavar="N",
                         help="HNSW candidate list per query (default: the index's, recorded when it was built)")
     parser.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
-    parser.add_argument("--out", metavar="FILE", help="write the results here instead of stdout")
-    parser.add_argument("--picture", metavar="PNG", help="draw the rank lists (one row per query) into this PNG")
+    parser.add_argument("--out", type=path_arg, metavar="FILE", help="write the results here instead of stdout")
+    parser.add_argument("--picture", type=path_arg, metavar="PNG", help="draw the rank lists (one row per query) into this PNG")
     parser.add_argument("--max-picture-queries", type=int, default=20,
                         help="queries drawn in --picture (default 20)")
-    parser.add_argument("--gallery-root", action="append", default=[], metavar="DIR",
+    parser.add_argument("--gallery-root", action="append", default=[], type=path_arg, metavar="DIR",
                         help="a folder the index's gallery images may be read from for --picture (repeatable; "
                              "the index folder always is); others are drawn blank")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--checkpoint", metavar="PATH", help="model file (default: the one recorded in the index)")
-    group.add_argument("--onnx", metavar="PATH", help="ONNX model of the same weights")
+    group.add_argument("--checkpoint", type=path_arg, metavar="PATH", help="model file (default: the one recorded in the index)")
+    group.add_argument("--onnx", type=path_arg, metavar="PATH", help="ONNX model of the same weights")
     add_runtime_arguments(parser, flip=False)  # the index records whether its images were flip-averaged
 
 

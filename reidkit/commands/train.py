@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``reidkit train``."""
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", "-c", metavar="YAML",
+    source.add_argument("--config", "-c", type=path_arg, metavar="YAML",
                         help="config file (or a preset's name); with --resume and no --config, the run "
                              "folder's config.yaml is used")
     source.add_argument("--preset", "-p", metavar="NAME",
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=3e-4 --set train.epochs=10 "
                              "(values are YAML scalars; repeatable)")
-    parser.add_argument("--out", metavar="DIR", help="run folder (default: train.out_dir of the config)")
+    parser.add_argument("--out", type=path_arg, metavar="DIR", help="run folder (default: train.out_dir of the config)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest loadable checkpoint in the run folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from reidkit.commands.argtypes import path_arg
 from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import DatasetError, ReidkitError
 
@@ -25,16 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit visualize attention`` and ``reidkit visualize ranklist``."""
     sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     a = sub.add_parser("attention", help="attention maps / drop masks over the input crops")
-    a.add_argument("--checkpoint", required=True, metavar="PATH", help="model file (.pt, .safetensors)")
-    a.add_argument("--images", required=True, nargs="+", metavar="IMG_or_DIR", help="images or folders")
-    a.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
+    a.add_argument("--checkpoint", required=True, type=path_arg, metavar="PATH", help="model file (.pt, .safetensors)")
+    a.add_argument("--images", required=True, nargs="+", type=path_arg, metavar="IMG_or_DIR", help="images or folders")
+    a.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="folder for the PNG files")
     a.add_argument("--maps", nargs="+", metavar="NAME", help="maps to draw (default: all the model gives)")
     a.add_argument("--per-picture", type=int, default=8, help="crops per picture (default 8)")
     a.add_argument("--max-images", type=int, default=64, help="at most this many crops (default 64)")
     a.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     r = sub.add_parser("ranklist", help="queries and their top-k gallery images, framed green/red")
     add_dataset_source_arguments(r)
-    r.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
+    r.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="folder for the PNG files")
     r.add_argument("--queries", type=int, default=8, help="number of queries to draw (default 8)")
     r.add_argument("--worst", action="store_true", help="the lowest-AP queries (default: random ones)")
     r.add_argument("--query-index", type=int, nargs="+", metavar="I", help="draw these query indices")

@@ -35,9 +35,18 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from reidkit.errors import DatasetError, OutputError
+from reidkit.errors import DatasetError, OutputError, ReidkitError
 from reidkit.utils.atomic import atomic_path, atomic_write_json, output_folder, system_error
+from reidkit.utils.limits import (
+    MAX_SIDECAR_BYTES,
+    MAX_SYNTH_EXTRA,
+    MAX_SYNTH_IMAGES_PER_ID_CAM,
+    MAX_SYNTH_SIDE,
+    THREADS_PER_CPU,
+    max_threads,
+)
 from reidkit.utils.progress import progress as show_progress
+from reidkit.utils.textfile import read_text
 
 DATASET_FOLDER = "Market-1501-v15.09.15"
 META_FILE = "reidkit_synth.json"
@@ -594,15 +603,19 @@ def generate_dataset(
         raise DatasetError(f"{out}: Market-1501 names hold 4-digit ids; expected --ids <= 9999, got {ids}")
     if not 2 <= cams <= 9:
         raise DatasetError(f"{out}: expected 2 <= --cams <= 9 (Market names use one digit), got {cams}")
-    if images_per_id_cam < 1:
-        raise DatasetError(f"{out}: expected --images-per-id-cam >= 1, got {images_per_id_cam}")
+    if not 1 <= images_per_id_cam <= MAX_SYNTH_IMAGES_PER_ID_CAM:
+        raise DatasetError(f"{out}: expected 1 <= --images-per-id-cam <= {MAX_SYNTH_IMAGES_PER_ID_CAM}, got "
+                           f"{images_per_id_cam}")
     h, w = int(size[0]), int(size[1])
-    if h < 16 or w < 8:
-        raise DatasetError(f"{out}: expected an image size of at least 16x8, got {h}x{w}")
+    if not (16 <= h <= MAX_SYNTH_SIDE and 8 <= w <= MAX_SYNTH_SIDE):
+        raise DatasetError(f"{out}: expected an image size from 16x8 to {MAX_SYNTH_SIDE}x{MAX_SYNTH_SIDE}, got {h}x{w}")
+    if not 0 <= workers <= max_threads():
+        raise DatasetError(f"{out}: expected 0 <= workers <= {max_threads()} ({THREADS_PER_CPU} per CPU), got {workers}")
     distractors = ids if distractors is None else int(distractors)
     junk = max(1, ids // 5) if junk is None else int(junk)
-    if distractors < 0 or junk < 0:
-        raise DatasetError(f"{out}: expected non-negative --distractors and junk counts")
+    if not (0 <= distractors <= MAX_SYNTH_EXTRA and 0 <= junk <= MAX_SYNTH_EXTRA):
+        raise DatasetError(f"{out}: expected --distractors and --junk between 0 and {MAX_SYNTH_EXTRA}, got "
+                           f"{distractors} and {junk}")
 
     out = Path(out)
     target = out / DATASET_FOLDER
@@ -655,8 +668,9 @@ def generate_dataset(
 
 def _read_meta(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(read_text(folder / META_FILE, limit=MAX_SIDECAR_BYTES, what="a synthetic dataset's "
+                                    "metadata"))
+    except (ReidkitError, ValueError, RecursionError):
         return None
 
 

@@ -32,6 +32,7 @@ from reidkit.errors import ConfigError
 from reidkit.utils.atomic import atomic_write_text
 from reidkit.utils.limits import (
     MAX_BATCH_IMAGES,
+    MAX_CONFIG_BYTES,
     MAX_CONFIG_VALUES,
     MAX_LR,
     MAX_RANK,
@@ -39,6 +40,7 @@ from reidkit.utils.limits import (
     MAX_WORKERS,
     input_size_problem,
 )
+from reidkit.utils.textfile import read_text
 
 __all__ = [
     "DataConfig",
@@ -280,16 +282,7 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or type(exc).__name__})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML config") from None
+    text = read_text(path, limit=MAX_CONFIG_BYTES, what="a YAML config", error=ConfigError)
     data = load_yaml(text, str(path))
     if data is None:
         return {}

@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 
 from reidkit.errors import ConfigError
+from reidkit.utils.limits import MAX_CONFIG_BYTES
+from reidkit.utils.textfile import read_text
 
 __all__ = ["find_preset", "preset_names", "preset_path", "preset_summary", "presets_folder"]
 
@@ -61,7 +63,8 @@ def preset_path(name: str) -> Path:
 def preset_summary(name: str) -> str:
     """The paper row preset ``name`` reproduces: its header comment up to the first line ending a sentence."""
     lines = []
-    for line in preset_path(name).read_text(encoding="utf-8").splitlines():
+    text = read_text(preset_path(name), limit=MAX_CONFIG_BYTES, what="a preset", error=ConfigError)
+    for line in text.splitlines():
         if not line.startswith("#"):
             break
         text = line.lstrip("#").strip()

@@ -28,7 +28,10 @@ from typing import Any
 import torch
 
 import reidkit
+from reidkit.errors import ReidkitError
 from reidkit.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
+from reidkit.utils.limits import MAX_SIDECAR_BYTES
+from reidkit.utils.textfile import read_text
 
 __all__ = ["ENV_FILE", "RunLog", "environment_info", "environment_records", "load_history", "plot_history"]
 
@@ -223,8 +226,9 @@ class RunLog:
 def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
     """Read ``history.json`` of a run folder ([] if absent or unreadable)."""
     try:
-        data = json.loads((Path(run_dir) / "history.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_text(Path(run_dir) / "history.json", limit=MAX_SIDECAR_BYTES,
+                                    what="a run's history.json"))
+    except (ReidkitError, ValueError, RecursionError):
         return []
     return data if isinstance(data, list) else []
 

@@ -118,6 +118,10 @@ class Embedder:
                 f = self.engine(x)
                 if flip:
                     f = (f + self.engine(x.flip(-1))) / 2.0
+                if not bool(torch.isfinite(f).all()):
+                    raise CheckpointError(
+                        f"{self.source or 'the model'}: the network gives NaN or infinite embeddings (images "
+                        f"{s}-{s + len(f) - 1}); expected finite values (damaged weights or statistics)")
                 chunks.append(f)
                 bar.update(1)
         return torch.cat(chunks)

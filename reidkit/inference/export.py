@@ -138,12 +138,13 @@ def write_metadata(proto: Any, meta: dict[str, Any]) -> None:
 
 def export_onnx(model: torch.nn.Module, out: str | os.PathLike[str], opset: int = DEFAULT_OPSET,
                 check: bool = True, atol: float = 1e-4, batch_sizes: tuple[int, ...] = (1, 3),
-                seed: int = 0) -> ExportReport:
+                seed: int = 0, source: str | os.PathLike[str] | None = None) -> ExportReport:
     """Export ``model`` (eval mode, on CPU) to ``out`` and compare onnxruntime with PyTorch.
 
     The check runs random normal inputs at every batch size in ``batch_sizes``; with ``check=True`` a
     scaled difference (see ``ExportReport``) above ``atol`` raises ``ReidkitError`` and leaves ``out`` untouched (the file is written
-    atomically only after the check passes).
+    atomically only after the check passes). Embeddings with NaN or infinite values, from either side, fail the
+    check whatever ``check`` says, naming ``source`` (the model file) when given.
 
     Examples:
         >>> export_onnx(model, "model.onnx", opset=17).summary()  # doctest: +SKIP
@@ -182,6 +183,11 @@ def export_onnx(model: torch.nn.Module, out: str | os.PathLike[str], opset: int 
                 raise ReidkitError(f"{out}: ONNX output shape {got.shape} differs from PyTorch {ref.shape}")
             if not ref.size:
                 continue
+            for name, values in (("PyTorch", ref), ("ONNX Runtime", got)):
+                if not np.isfinite(values).all():  # NaN compares as no difference: never a parity pass
+                    raise ReidkitError(f"{source or 'the model'}: {name} gives NaN or infinite embeddings for the "
+                                       "check inputs; expected finite values (damaged weights or statistics); "
+                                       "the ONNX file is not written")
             diff = float(np.abs(got - ref).max())
             worst = max(worst, diff)
             scaled = max(scaled, diff / max(1.0, float(np.abs(ref).max())))

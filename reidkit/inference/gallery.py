@@ -88,8 +88,9 @@ from reidkit.inference.faiss_index import (
 from reidkit.inference.features import check_finite, load_tensors, save_tensors
 from reidkit.inference.modelfile import check_model_meta
 from reidkit.utils.atomic import atomic_path, atomic_write_json, output_folder
-from reidkit.utils.limits import MAX_EMBEDDING_DIM
+from reidkit.utils.limits import MAX_EMBEDDING_DIM, MAX_MANIFEST_BYTES
 from reidkit.utils.paths import inside, within
+from reidkit.utils.textfile import read_bytes
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 3  # 2: keys in the embeddings file, the FAISS index in the manifest; 3: embedding segments
@@ -948,7 +949,8 @@ def _read_manifest(d: Path) -> dict[str, Any]:
         raise GalleryIndexError(f"{path}: not a regular file (a link or a special file); an index reads only its "
                                 "own files")
     try:
-        m = json.loads(path.read_bytes().decode("utf-8"))
+        m = json.loads(read_bytes(path, limit=MAX_MANIFEST_BYTES, what="a reidkit index manifest",
+                                  error=GalleryIndexError).decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
         raise GalleryIndexError(f"{path}: not valid JSON ({type(exc).__name__}); expected a reidkit index "
                                 "manifest") from None

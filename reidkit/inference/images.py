@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from reidkit.errors import ReidkitError
-from reidkit.utils.images import read_image, resize_rgb, to_rgb
+from reidkit.utils.images import check_pixels, read_image, resize_rgb, to_rgb
 
 ImageLike = Any  # path | PIL.Image | HxWx3 uint8 array | tensor batch, or a list of them
 
@@ -24,12 +24,17 @@ def pil_to_uint8(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _array_to_pil(arr: np.ndarray, bgr: bool, what: str) -> Image.Image:
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ReidkitError(f"{what}: expected an H×W×3 image array, got shape {arr.shape}")
+    check_pixels(arr.shape[1], arr.shape[0], what)  # before any copy
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ReidkitError(f"{what}: expected an H×W×3 image array, got shape {arr.shape}")
     if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+        if arr.dtype.kind not in "biuf":
+            raise ReidkitError(f"{what}: expected an image array of numbers, got {arr.dtype}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ReidkitError(f"{what}: NaN or infinite pixel values; expected finite pixels")
+        if np.issubdtype(arr.dtype, np.floating) and float(np.max(arr)) <= 1.0:
             arr = np.round(arr * 255.0)
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     arr = arr[..., :3]
@@ -56,6 +61,9 @@ def images_to_uint8(images: ImageLike, size: tuple[int, int], bgr: bool = False)
             t = t.unsqueeze(0)
         if t.dim() != 4 or t.shape[1] != 3:
             raise ReidkitError(f"image tensor: expected (N, 3, H, W), got shape {tuple(t.shape)}")
+        check_pixels(int(t.shape[3]), int(t.shape[2]), f"image tensor of shape {tuple(t.shape)}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ReidkitError("image tensor: NaN or infinite pixel values; expected floats in [0, 1]")
         if t.is_floating_point():
             t = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
         elif t.dtype != torch.uint8:
@@ -76,7 +84,7 @@ def images_to_uint8(images: ImageLike, size: tuple[int, int], bgr: bool = False)
         if isinstance(item, (str, os.PathLike)):
             img = read_image(item)
         elif isinstance(item, Image.Image):
-            img = to_rgb(item)
+            img = to_rgb(item, f"images[{i}]")
         elif isinstance(item, np.ndarray):
             img = _array_to_pil(item, bgr, f"images[{i}]")
         else:

@@ -258,4 +258,24 @@ def load_model_file(path: str | os.PathLike[str], device: str | torch.device = "
     for k, t in model.state_dict().items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{p}: {k} holds NaN or infinite values; expected finite weights")
+    check_norm_statistics(model, p)
     return model
+
+
+def check_norm_statistics(model: torch.nn.Module, source: str | os.PathLike[str]) -> None:
+    """``CheckpointError`` naming ``source`` when a BatchNorm (or instance norm) layer's running variance is
+    negative or its running statistics are not finite: finite weights that would make every output NaN."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    for name, module in model.named_modules():
+        if not isinstance(module, _NormBase) or not module.track_running_stats:
+            continue
+        mean, var = module.running_mean, module.running_var
+        if mean is None or var is None:
+            continue
+        if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(var).all())):
+            raise CheckpointError(f"{source}: {name}.running_mean/running_var hold NaN or infinite values; "
+                                  "expected finite BatchNorm statistics")
+        if bool((var < 0).any()):
+            raise CheckpointError(f"{source}: {name}.running_var holds negative values (min "
+                                  f"{float(var.min()):.3g}); expected BatchNorm variances >= 0")

@@ -81,7 +81,7 @@ def csv_images(csv_path: str) -> ImageList:
     dataset does). A relative path that leads outside the CSV's folder is left out and listed in
     ``skipped``."""
     p = Path(csv_path)
-    if not p.is_file():
+    if not p.exists():
         raise DatasetError(f"{p}: CSV file not found; expected a CSV list with a 'path' column "
                            "(optional pid, camid)")
     rows = read_csv_rows(p, ["path"], "path[,pid,camid]")

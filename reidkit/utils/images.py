@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reidkit.errors import ReidkitError
+from reidkit.utils import limits
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -20,16 +21,64 @@ class ImageReadError(ReidkitError):
     """An image file that cannot be decoded."""
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL image (L, LA, P, RGBA, CMYK, I;16, I, F, 1) to 8-bit RGB."""
+_CHUNK_PIXELS = 1 << 18  # pixels converted at a time from a 16-bit, 32-bit or float picture (2 MiB of int64)
+
+
+def pixel_budget() -> int:
+    """The most pixels reidkit decodes or converts in one picture: ``limits.MAX_IMAGE_PIXELS``, or Pillow's
+    ``PIL.Image.MAX_IMAGE_PIXELS`` when the host set it lower."""
+    pil = Image.MAX_IMAGE_PIXELS
+    return min(limits.MAX_IMAGE_PIXELS, int(pil)) if pil else limits.MAX_IMAGE_PIXELS
+
+
+def check_pixels(width: int, height: int, what: object) -> None:
+    """``ImageReadError`` naming ``what`` when a ``width``×``height`` picture has no pixels or more than
+    ``pixel_budget()``."""
+    if width < 1 or height < 1:
+        raise ImageReadError(f"{what}: image has no pixels ({width}×{height}); expected a person crop")
+    limit = pixel_budget()
+    if width * height > limit:
+        raise ImageReadError(f"{what}: {width}×{height} pixels, more than the {limit}-pixel limit "
+                             "(reidkit.utils.limits.MAX_IMAGE_PIXELS, PIL.Image.MAX_IMAGE_PIXELS); expected a "
+                             "person crop")
+
+
+def to_8bit(arr: np.ndarray, what: object = "image") -> np.ndarray:
+    """A 2-D array of 16-bit, 32-bit or float pixel values as uint8: divided by the largest value over 255 when
+    there is one (``v * 255 // max``), negatives clipped to 0; ``ImageReadError`` when a value is NaN or
+    infinite. Converted a few rows at a time: no full-size float copy is ever made."""
+    if arr.size == 0:
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = arr.min(), arr.max()
+    floating = np.issubdtype(arr.dtype, np.floating)
+    if floating and not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ImageReadError(f"{what}: NaN or infinite pixel values; expected finite pixels")
+    out = np.empty(arr.shape, np.uint8)
+    rows = max(1, _CHUNK_PIXELS // max(1, int(np.prod(arr.shape[1:]))))
+    for r in range(0, arr.shape[0], rows):
+        if floating:
+            v = arr[r:r + rows].astype(np.float64)
+            if hi > 255:
+                v *= 255.0 / float(hi)
+            np.clip(v, 0, 255, out=v)
+        else:
+            v = np.clip(arr[r:r + rows].astype(np.int64), 0, None)
+            if hi > 255:
+                v *= 255
+                v //= int(hi)
+        out[r:r + rows] = v  # float: truncated, as astype(uint8)
+    return out
+
+
+def to_rgb(img: Image.Image, what: object = "image") -> Image.Image:
+    """Convert any PIL image (L, LA, P, RGBA, CMYK, I;16, I, F, 1) to 8-bit RGB; ``ImageReadError`` naming
+    ``what`` when it has no pixels, more than ``pixel_budget()`` (checked before any conversion, whatever the
+    mode) or NaN/infinite values."""
+    check_pixels(img.width, img.height, what)
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        scale = 255.0 / hi if hi > 255 else 1.0
-        arr8 = np.clip(arr * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        return Image.fromarray(to_8bit(np.asarray(img), what), mode="L").convert("RGB")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -42,8 +91,8 @@ def read_image(path: str | os.PathLike[str] | BinaryIO) -> Image.Image:
     cannot be decoded.
 
     Only regular files are opened: a named pipe, socket or device called ``x.jpg`` is refused at once
-    (opening a FIFO would block forever); a picture of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is
-    refused before its pixels are decoded. The process's warning filters are left alone (changing them is
+    (opening a FIFO would block forever); a picture of more than ``pixel_budget()`` pixels is refused before
+    its pixels are decoded, whatever its mode and bit depth; NaN or infinite pixels (float TIFFs) are refused. The process's warning filters are left alone (changing them is
     not thread-safe, and this runs in decoding threads): Pillow's own warnings reach the host application's
     filters; the ``reidkit`` command ignores them.
     """
@@ -59,14 +108,9 @@ def read_image(path: str | os.PathLike[str] | BinaryIO) -> Image.Image:
             raise ImageReadError(f"{path}: {kind}; expected an image file")
     try:
         with Image.open(path) as img:
-            if img.width < 1 or img.height < 1:
-                raise ImageReadError(f"{path}: image has no pixels")
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and img.width * img.height > limit:
-                raise ImageReadError(f"{path}: {img.width}×{img.height} pixels, more than the {limit}-pixel limit "
-                                     "(PIL.Image.MAX_IMAGE_PIXELS); expected a person crop")
+            check_pixels(img.width, img.height, path)  # before a pixel is decoded
             img.load()
-            return to_rgb(img)
+            return to_rgb(img, path)
     except ImageReadError:
         raise
     except FileNotFoundError as exc:

@@ -3,12 +3,16 @@
 A model file, an ONNX file, a features file, an index manifest or a config names sizes (input size,
 embedding width, number of classes, options); reidkit checks them against these bounds first, so a
 crafted or damaged file is a one-line error instead of a traceback or an attempt to allocate petabytes
-(``docs/guarantees.md``, "Files reidkit reads").
+(``docs/guarantees.md``, "Files reidkit reads"). The resource knobs of the commands (threads, decoding workers, batch size, the
+synthetic images' size) are bounded here too, by what the machine can run.
 """
 
 from __future__ import annotations
 
+import os
+
 MIN_INPUT_SIDE = 8  # every network trains and embeds at 8×8 (tests/reliability: the config's edge values)
+MAX_IMAGE_PIXELS = 89_478_485  # pixels in one decoded picture, any mode or bit depth (Pillow's own default)
 MAX_INPUT_SIDE = 1024  # person crops are 128-384 pixels high; 1024×1024 still trains and embeds
 MAX_EMBEDDING_DIM = 65_536
 MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights; the papers' networks hold 25-35 million
@@ -28,3 +32,21 @@ def input_size_problem(size: object) -> str | None:
     if not all(MIN_INPUT_SIDE <= v <= MAX_INPUT_SIDE for v in size):
         return f"expected [H, W] with both between {MIN_INPUT_SIDE} and {MAX_INPUT_SIDE}, got {list(size)}"
     return None
+
+# Files read as text: each must be a regular file (not a pipe or a device) and at most this many bytes
+# (reidkit.utils.textfile). A preset is ~4 kB, a Market-1501 list ~1 MB, a manifest ~200 bytes per entry.
+MAX_CONFIG_BYTES = 1 << 20  # a YAML config and each of its _base_ files: 1 MiB
+MAX_LIST_BYTES = 1 << 30  # a CSV image list, an MSMT17 list file: 1 GiB (millions of rows)
+MAX_MANIFEST_BYTES = 4 << 30  # an index manifest (ids and metadata of every entry): 4 GiB
+MAX_SIDECAR_BYTES = 64 << 20  # a JSON sidecar (dataset metadata, extraction index, history.json): 64 MiB
+
+# Resource knobs of the commands (and the library calls behind them).
+THREADS_PER_CPU = 4  # --threads, --workers: at most this many per logical CPU (more only queue for the cores)
+MAX_SYNTH_SIDE = MAX_INPUT_SIDE  # reidkit synth --height/--width: what a network can embed
+MAX_SYNTH_IMAGES_PER_ID_CAM = 100  # reidkit synth --images-per-id-cam (Market-1501 has ~7 per identity and camera)
+MAX_SYNTH_EXTRA = 100_000  # reidkit synth --distractors, --junk
+
+
+def max_threads() -> int:
+    """The most CPU threads (or decoding workers) a command may use: ``THREADS_PER_CPU`` per logical CPU."""
+    return THREADS_PER_CPU * (os.cpu_count() or 1)

@@ -8,6 +8,7 @@ import os
 import torch
 
 from reidkit.errors import ReidkitError
+from reidkit.utils.limits import THREADS_PER_CPU, max_threads
 
 
 def physical_cores() -> int:
@@ -38,10 +39,12 @@ def default_cpu_threads() -> int:
 
 
 def configure_cpu_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads to ``threads`` (default ``default_cpu_threads``); returns the number."""
+    """Set torch's intra-op threads to ``threads`` (default ``default_cpu_threads``), at most ``THREADS_PER_CPU``
+    per CPU; returns the number."""
     n = int(threads) if threads else default_cpu_threads()
-    if n < 1:
-        raise ReidkitError(f"threads: expected a positive number, got {threads}")
+    if n < 1 or (threads and n > max_threads()):  # OMP_NUM_THREADS is the host's own choice
+        raise ReidkitError(f"threads: expected a number between 1 and {max_threads()} ({THREADS_PER_CPU} per CPU on "
+                           f"this machine), got {threads}")
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -36,7 +36,9 @@ import numpy as np
 
 from reidkit.data.datasets._common import RawRecord, VerifyMode, assemble, find_dataset_dir, normalize_verify
 from reidkit.data.records import ReidDataset
-from reidkit.errors import DatasetError
+from reidkit.errors import DatasetError, ReidkitError
+from reidkit.utils.limits import MAX_SIDECAR_BYTES
+from reidkit.utils.textfile import read_text
 
 FOLDER_NAMES = ("cuhk03", "CUHK03", "cuhk-03")
 RAW_MAT = "cuhk03_release/cuhk-03.mat"
@@ -120,12 +122,12 @@ def _image_index(base: Path, kind: str) -> dict[str, Any]:
     idx_path = out_dir / INDEX_NAME
     if idx_path.is_file():
         try:
-            index = json.loads(idx_path.read_text(encoding="utf-8"))
+            index = json.loads(read_text(idx_path, limit=MAX_SIDECAR_BYTES, what="a CUHK03 extraction index"))
             if all(k in index for k in ("pids_per_campair", "persons")) and all(
                 (out_dir / n).is_file() for _, _, names in index["persons"] for n in names
             ):
                 return index
-        except (OSError, ValueError):
+        except (ReidkitError, ValueError, RecursionError):
             pass  # unreadable index: extract again
     raw = base / RAW_MAT
     if not raw.is_file():

@@ -40,6 +40,7 @@ For both:
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections import Counter
@@ -51,7 +52,9 @@ from reidkit.data.datasets._common import RawRecord, VerifyMode, assemble, norma
 from reidkit.data.records import SPLITS, ReidDataset
 from reidkit.errors import DatasetError
 from reidkit.utils.images import walk_files
+from reidkit.utils.limits import MAX_LIST_BYTES
 from reidkit.utils.paths import OUTSIDE, listed_path
+from reidkit.utils.textfile import read_text
 
 CAM_RE = re.compile(r"^[cC]?(\d+)_")
 FOLDER_LAYOUT = "<root>/{train,query,gallery}/<identity>/<camid>_<anything>.jpg"
@@ -182,7 +185,7 @@ def _folder_why_empty(split: str, folders: int, loose: int, no_camera: int) -> s
 
 
 def _find_csv(root: Path) -> Path:
-    if root.is_file():
+    if root.exists() and not root.is_dir():  # a pipe or a device too: the reader names what it is
         return root
     if root.is_dir():
         found = sorted(p for p in root.glob("*.csv") if p.is_file())
@@ -216,8 +219,10 @@ def read_csv_rows(csv_path: Path, required: Sequence[str], expected: str, source
     folder = os.path.abspath(csv_path.parent)
     where = f"{source}{csv_path}"
     out: list[CsvRow] = []
+    text = read_text(csv_path, limit=MAX_LIST_BYTES, what=f"{source}an image list ({expected})",
+                     error=DatasetError, encoding="utf-8-sig")
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        with io.StringIO(text, newline="") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip().lower() for h in (reader.fieldnames or [])]
             missing = [c for c in required if c not in header]
@@ -243,10 +248,6 @@ def read_csv_rows(csv_path: Path, required: Sequence[str], expected: str, source
                     raise DatasetError(f"{where}:{line}: empty path")
                 out.append(CsvRow(line, raw_path, listed_path(raw_path, folder), (row.get("pid") or "").strip(),
                                   camid, (row.get("split") or "").strip().lower()))
-    except OSError as exc:
-        raise DatasetError(f"{where}: cannot be read ({exc.strerror or type(exc).__name__})") from exc
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{where} is not UTF-8 text ({exc.reason})") from exc
     except csv.Error as exc:
         raise DatasetError(f"{where} is not a valid CSV ({exc})") from exc
     return out

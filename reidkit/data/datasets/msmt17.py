@@ -23,6 +23,8 @@ from pathlib import Path
 from reidkit.data.datasets._common import RawRecord, VerifyMode, assemble, find_dataset_dir, normalize_verify
 from reidkit.data.records import ReidDataset
 from reidkit.errors import DatasetError
+from reidkit.utils.limits import MAX_LIST_BYTES
+from reidkit.utils.textfile import read_text
 
 FOLDER_NAMES = ("MSMT17_V1", "MSMT17_V2", "msmt17/MSMT17_V1", "msmt17/MSMT17_V2", "msmt17", "MSMT17")
 VERSIONS = {  # version -> (train dir, test dir)
@@ -38,10 +40,7 @@ def read_list(list_path: Path, image_dir: Path) -> tuple[list[RawRecord], list[t
     """Parse an MSMT17 list file into ``(path, pid, camid)`` records (paths under ``image_dir``)."""
     recs: list[RawRecord] = []
     bad: list[tuple[str, str]] = []
-    try:
-        text = list_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"msmt17: cannot read {list_path} ({exc})") from exc
+    text = read_text(list_path, limit=MAX_LIST_BYTES, what="an MSMT17 list file", error=DatasetError)
     prefix = os.path.join(str(image_dir), "")
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
