@@ -108,7 +108,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     again = load_config(tmp_path / "config.yaml")
     assert config_to_dict(again) == config_to_dict(cfg)
     data = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert data["sampler"] == {"p": 32, "k": 8, "num_batches": None}
+    assert data["sampler"] == {"p": 32, "k": 8, "num_batches": 23}  # [767 ids / P] (Mancs §4.3)
 
 
 def test_cli_reports_config_errors_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

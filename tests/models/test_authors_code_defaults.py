@@ -29,10 +29,10 @@ def test_bdb_init_statistics() -> None:
     fc, conv, bn = nn.Linear(400, 600), nn.Conv2d(64, 200, 3), nn.BatchNorm1d(20000)
     for m in (fc, conv, bn):
         m.apply(bdb_init)
-    assert _std_close(fc.weight, math.sqrt(2 / 600)) and float(fc.bias.abs().max()) == 0
-    assert _std_close(conv.weight, math.sqrt(2 / (64 * 9))) and float(conv.bias.abs().max()) == 0
+    assert _std_close(fc.weight, math.sqrt(2 / 600)) and float(fc.bias.detach().abs().max()) == 0
+    assert _std_close(conv.weight, math.sqrt(2 / (64 * 9))) and float(conv.bias.detach().abs().max()) == 0
     assert _std_close(bn.weight - 1, 0.02) and abs(float(bn.weight.mean()) - 1) < 1e-3
-    assert float(bn.bias.abs().max()) == 0
+    assert float(bn.bias.detach().abs().max()) == 0
     # the other scheme (Mancs): Linear fan-in, Conv fan-out, BatchNorm exactly 1 / 0
     fc2, conv2, bn2 = nn.Linear(400, 600), nn.Conv2d(64, 200, 3), nn.BatchNorm1d(8)
     for m in (fc2, conv2, bn2):
@@ -46,7 +46,7 @@ def test_classifier_inits() -> None:
     code = classifier(512, 751, init="bdb")  # Kaiming fan-out: std √(2/751) ≈ 0.0516
     small = classifier(512, 751)
     assert _std_close(code.weight, math.sqrt(2 / 751)) and _std_close(small.weight, 0.001)
-    assert float(code.bias.abs().max()) == 0 == float(small.bias.abs().max())
+    assert float(code.bias.detach().abs().max()) == 0 == float(small.bias.detach().abs().max())
 
 
 @pytest.mark.parametrize("name", ["bdb", "stadb", "baseline"])
