@@ -17,8 +17,15 @@ Usage::
     python benchmarks/bench_extract.py                                   # STADB, 384×128, batches 32 and 64
     python benchmarks/bench_extract.py --models stadb,bdb,mancs,baseline --images 256
     python benchmarks/bench_extract.py --quick                           # resnet18, 64×32, a few images
+    python benchmarks/bench_extract.py --api-vs-cli --backbone resnet18 --size 128 64 --images 256
 
 Prints one markdown table.
+
+``--api-vs-cli`` times instead the two ways a user embeds a folder of crops, end to end (model file
+read, engine chosen, images decoded and embedded): ``reidkit extract`` (in this process, its ``main``) and
+``reidkit.load(model).embed(paths)`` with its defaults, beside the API on PyTorch (``engine="torch"``, what
+``reidkit.load`` ran on before issue 27) — on the same JPEG crops (random pictures), interleaved run by run.
+The ONNX export into a temporary cache happens once before the timing (its time is printed apart).
 """
 
 from __future__ import annotations
@@ -138,6 +145,85 @@ def bench_model(name: str, args: argparse.Namespace, tmp: Path) -> list[dict[str
     return rows
 
 
+def bench_api_vs_cli(args: argparse.Namespace, tmp: Path) -> None:
+    """Print the table of ``--api-vs-cli`` (see the module docstring)."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import reidkit
+    from reidkit.cli import main as cli_main
+    from reidkit.models import build
+    from reidkit.models.io import save_weights
+
+    name = args.models.split(",")[0]
+    model = build(name, 751, backbone=args.backbone, pretrained=None)
+    model.input_size = tuple(args.size)
+    model_file = save_weights(model.eval(), tmp / "model.safetensors")
+    crops = tmp / "crops"
+    crops.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(args.images):
+        Image.fromarray(rng.integers(0, 256, (args.size[0], args.size[1], 3), dtype=np.uint8)).save(crops / f"{i:05d}.jpg")
+    paths = sorted(str(p) for p in crops.glob("*.jpg"))
+    os.environ["REIDKIT_CACHE"] = str(tmp / "cache")
+    quiet = contextlib.redirect_stderr(io.StringIO())
+
+    import reidkit.commands.extract as extract_cmd
+
+    real_load = extract_cmd.load_embedder
+
+    def cli() -> Any:
+        used: list[Any] = []
+        extract_cmd.load_embedder = lambda a: used.append(real_load(a)) or used[-1]  # to read its engine after
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                assert cli_main(["extract", "--checkpoint", str(model_file), "--images", str(crops), "--out",
+                                 str(tmp / "f.safetensors"), "--no-progress", "--device", "cpu"]) == 0
+        finally:
+            extract_cmd.load_embedder = real_load
+        cli.kind, cli.threads = used[0].engine.kind, torch.get_num_threads()  # type: ignore[attr-defined]
+
+    def api(engine: str) -> Any:
+        def run() -> Any:
+            emb = reidkit.load(model_file, device="cpu", engine=engine)
+            with quiet:
+                emb.embed(paths)
+            run.kind = emb.engine.kind  # type: ignore[attr-defined]
+            run.threads = torch.get_num_threads()  # type: ignore[attr-defined]
+        return run
+
+    runs = {"reidkit extract (CLI)": cli, "reidkit.load(...).embed(...) (API, defaults)": api("auto"),
+            "API on PyTorch (engine=\"torch\": the API's engine before issue 27)": api("torch")}
+    t0 = time.perf_counter()
+    api("auto")()  # the one ONNX export into the cache (auto exports for >= 256 images), outside the timing
+    export_s = time.perf_counter() - t0
+    wall = dict.fromkeys(runs, 0.0)
+    cpu = dict.fromkeys(runs, 0.0)
+    order = list(runs)
+    for r in range(args.repeat):
+        for label in order[r % len(order):] + order[:r % len(order)]:
+            t, c = time.perf_counter(), time.process_time()
+            runs[label]()
+            wall[label] += time.perf_counter() - t
+            cpu[label] += time.process_time() - c
+    n = args.images * args.repeat
+    print(f"API vs CLI on {args.images} JPEG crops ({name}, {args.backbone}, {args.size[0]}×{args.size[1]}), "
+          f"{args.repeat} run(s) each, interleaved; torch {torch.__version__}, OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, os.cpu_count()={os.cpu_count()}, affinity "
+          f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} CPU(s); load average "
+          f"{os.getloadavg()[0]:.1f}; first ONNX export (not timed below) {export_s:.1f} s\n")
+    print("| path | engine | torch threads | img/s (wall) | img per CPU-s | vs CLI (wall) |")
+    print("|---|---|---:|---:|---:|---:|")
+    cli_rate = n / wall[order[0]]
+    for label in order:
+        fn = runs[label]
+        print(f"| {label} | {fn.kind} | {fn.threads} | {n / wall[label]:.1f} | {n / max(cpu[label], 1e-9):.1f} "
+              f"| {n / wall[label] / cli_rate:.2f}× |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test): resnet18, 64×32, 8 images, batch 4, eager and onnx")
@@ -154,7 +240,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads and ONNX Runtime intra-op threads (default: physical cores); several "
                          "values compare them in the same run")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--api-vs-cli", action="store_true",
+                    help="time reidkit.load(...).embed(...) against reidkit extract on the same crops (--models: "
+                         "the first; --images crops; --repeat runs each)")
     args = ap.parse_args(argv)
+    if args.api_vs_cli:
+        with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
+            bench_api_vs_cli(args, Path(tmp))
+        return 0
     args.engines_given = args.engines is not None
     args.engines = args.engines or ",".join(ENGINES)
     if args.quick:

@@ -13,7 +13,8 @@ Examples:
 The index folder holds the embeddings (safetensors), their FAISS index (exact by default; ``--approx
 ivfpq`` or ``hnsw``), ``manifest.json`` (the model's description, the index's parameters, the image paths
 and their pids/camids when known) and the model itself (``model.safetensors`` or ``model.onnx``); see
-``reidkit.inference.gallery``. An entry's id is its image's absolute path. ``add`` and ``update`` reuse the
+``reidkit.inference.gallery``, and a 64×128 thumbnail of each entry (``thumbs/``, for ``search --picture``;
+``remove`` deletes those of the entries it removes). An entry's id is its image's absolute path. ``add`` and ``update`` reuse the
 index's model (or ``--checkpoint``/``--onnx``, which must be the same model); ``add`` skips images already
 indexed, ``update`` re-embeds and replaces them. Every write replaces the index atomically under the
 index's lock and merges with what other writers did meanwhile.
@@ -149,16 +150,32 @@ def _embed(emb: Any, args: argparse.Namespace, todo: list[dict[str, Any]], flip:
     return feats, kept, [labels[p] for p in kept], len(bad)
 
 
+def _entry_paths(index_dir: str) -> list[str]:
+    """The image paths of the entries of the index in ``index_dir`` (none when there is no readable index)."""
+    from reidkit.inference import Gallery, GalleryIndexError
+    from reidkit.inference.gallery import entry_path
+
+    if not os.path.isfile(os.path.join(index_dir, "manifest.json")):
+        return []
+    try:
+        g = Gallery.load(index_dir, use_faiss=False)
+    except (GalleryIndexError, ReidkitError):
+        return []
+    return [entry_path(index_dir, md["path"]) for md in g.metadata if isinstance((md or {}).get("path"), str)]
+
+
 def _build(args: argparse.Namespace) -> int:
     from reidkit.eval.knn import require_faiss
     from reidkit.inference import Gallery
     from reidkit.inference.faiss_index import IndexSpec
     from reidkit.inference.gallery import MANIFEST
+    from reidkit.inference.thumbnails import remove_thumbnails, write_thumbnails
     from reidkit.utils.atomic import output_folder, refuse_to_replace
 
     output_folder(args.out, "the index", create=False)
     if not args.force:
         refuse_to_replace(args.out, [MANIFEST], "an index", "--force")
+    old_paths = _entry_paths(args.out)
     kind = _kind(args.approx) or "flat"
     spec = IndexSpec.make(kind, **_index_params(args, kind))
     if kind != "flat":
@@ -177,6 +194,8 @@ def _build(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.images or args.csv}: none of the images could be read")
     gallery.add(feats, ids=kept, metadata=metadata)
     gallery.save(args.out, model=emb.model if emb.model is not None else source)
+    remove_thumbnails(args.out, old_paths)  # --force over another index: none of its entries' pictures stay
+    write_thumbnails(args.out, kept)
     print(f"built index {args.out}: {len(kept)} images, {gallery.embedding_dim}-d, metric {args.metric}, "
           f"{gallery.describe_index()}" + (f" ({nbad} unreadable skipped)" if nbad else ""))
     return 0
@@ -185,6 +204,7 @@ def _build(args: argparse.Namespace) -> int:
 def _add_or_update(args: argparse.Namespace) -> int:
     from reidkit.inference import Gallery
     from reidkit.inference.gallery import add_to_index, update_index
+    from reidkit.inference.thumbnails import write_thumbnails
 
     gallery = Gallery.load(args.index, use_faiss=False)  # ids and model only: the FAISS file is read under the lock
     update = args.action == "update"
@@ -195,9 +215,11 @@ def _add_or_update(args: argparse.Namespace) -> int:
     if update:
         replaced, added, total = (update_index(args.index, feats, kept, metadata, gallery.model_meta) if kept
                                   else (0, 0, len(gallery)))
+        write_thumbnails(args.index, kept)
         print(f"index {args.index}: replaced {replaced} images, added {added} ({nbad} unreadable), now {total}")
         return 0
     added, total = add_to_index(args.index, feats, kept, metadata, gallery.model_meta) if kept else (0, len(gallery))
+    write_thumbnails(args.index, kept)
     dup += len(kept) - added  # added meanwhile by another writer
     print(f"index {args.index}: added {added} images ({dup} already indexed, {nbad} unreadable), now {total}")
     trained = gallery.trained_on
@@ -208,7 +230,8 @@ def _add_or_update(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from reidkit.inference.gallery import remove_from_index
+    from reidkit.inference.gallery import entry_path, remove_from_index
+    from reidkit.inference.thumbnails import remove_thumbnails
 
     ids: list[Any] = []
     paths: list[str] = []
@@ -221,6 +244,7 @@ def _remove(args: argparse.Namespace) -> int:
 
         ids = [os.path.abspath(p) for p in collect_images(None, args.csv).paths]
     removed, total = remove_from_index(args.index, ids, pids=args.pids or (), paths=paths)
+    remove_thumbnails(args.index, [entry_path(args.index, i) for i in removed if isinstance(i, str)])
     what = "ids" if args.ids else "paths" if args.paths else "pids" if args.pids else "CSV's paths"
     tail = f" (no entry matched the {what} given)" if not removed else ""
     print(f"index {args.index}: removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}{tail}, now {total}")

@@ -14,7 +14,8 @@ An approximate index (``index_kind`` ``ivfpq`` or ``hnsw``) picks the candidates
 ``--picture`` draws each query's rank list (green frame: same pid as the query, red: another pid, grey:
 unknown — pids come from Market-style names or the ``<pid>/<camid>_x.jpg`` layout). An index is untrusted
 input: the gallery images drawn are read only inside the index folder or a ``--gallery-root DIR`` you name;
-the others are drawn blank (``reidkit.inference.gallery.readable_entry``). Entry paths recorded relative
+the others are drawn from the index's own thumbnails (``thumbs/``, written by ``index build/add/update``;
+``reidkit.inference.thumbnails``), or blank when it has none (``reidkit.inference.gallery.readable_entry``). Entry paths recorded relative
 are read from the index folder. Queries are embedded with the index's model (or ``--checkpoint``/``--onnx``,
 which must be the same model).
 """
@@ -131,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         blank = _draw(results, args.picture, args.max_picture_queries, args.index, args.gallery_root)
         if blank:
             print(f"reidkit: warning: {blank} gallery image(s) in the picture lie outside the index folder and "
-                  "every --gallery-root; drawn blank (pass --gallery-root DIR to draw them)", file=sys.stderr)
+                  "every --gallery-root and have no thumbnail in the index; drawn blank (pass --gallery-root DIR "
+                  "to draw them)", file=sys.stderr)
         if args.out:
             print(f"wrote {args.picture}")
     return 0
@@ -148,6 +150,7 @@ def _draw(results: list[dict[str, Any]], out_png: str, limit: int, index: str, r
 
     from reidkit.inference.gallery import readable_entry
     from reidkit.inference.sources import parse_labels
+    from reidkit.inference.thumbnails import readable_thumbnail
     from reidkit.viz.ranklist import TILE, render_rank_list, save_png, stack_pictures
 
     pics, blank = [], 0
@@ -157,7 +160,8 @@ def _draw(results: list[dict[str, Any]], out_png: str, limit: int, index: str, r
         flags: list[bool | None] = [None if qpid < 0 or m["pid"] < 0 else m["pid"] == qpid for m in r["matches"]]
         tiles: list[Any] = []
         for m in r["matches"]:
-            readable = readable_entry(index, m["path"], roots) if isinstance(m["path"], str) else None
+            readable = (readable_entry(index, m["path"], roots) or readable_thumbnail(index, m["path"])
+                        if isinstance(m["path"], str) else None)
             tiles.append(readable if readable is not None else placeholder)
             blank += readable is None
         pics.append(render_rank_list(r["query"], tiles, flags, [m["distance"] for m in r["matches"]],

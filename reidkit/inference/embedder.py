@@ -40,7 +40,9 @@ class Embedder:
         meta: the model description (name, options, input size, weights digest) stored in indexes and
             features files.
         engine: what runs the network (``reidkit.inference.engines.TorchEngine`` or
-            ``reidkit.inference.engines.OnnxEngine``); ``use_engine`` changes it.
+            ``reidkit.inference.engines.OnnxEngine``); ``use_engine`` changes it. An embedder from
+            ``reidkit.load`` chooses it at its first embedding call, as the command line does.
+        threads: the CPU threads ``use_engine`` set (None before it ran, or on a GPU).
 
     Examples:
         >>> emb = Embedder(model)  # doctest: +SKIP
@@ -54,6 +56,8 @@ class Embedder:
         self.model: torch.nn.Module | None = None
         self._meta: dict[str, Any] | None = None
         self.source: str | None = None
+        self.threads: int | None = None
+        self._deferred: tuple[str, int | None] | None = None
         self.engine: Engine
         if onnx_path is not None:
             self.engine = OnnxEngine(onnx_path, self.device)
@@ -90,13 +94,32 @@ class Embedder:
         returns ``self``."""
         if engine not in ENGINES:
             raise ReidkitError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+        self._deferred = None
         if self.device.type == "cpu":
             from reidkit.utils.threads import configure_cpu_threads
 
             threads = configure_cpu_threads(threads)
+            self.threads = threads
         meta = self.meta if self.model is not None and engine in ("auto", "onnx") else {}
         self.engine = choose_engine(engine, self.model, self.engine, meta, n_images, threads)
         return self
+
+    def _defer_engine(self, engine: str, threads: int | None) -> None:
+        """Leave the engine choice (``use_engine(engine, n, threads)``) to the first embedding call, which knows
+        how many images it embeds."""
+        if engine not in ENGINES:
+            raise ReidkitError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+        self._deferred = (engine, threads)
+
+    def _settle_engine(self, n_images: int) -> None:
+        """Make the deferred engine choice for a call of ``n_images`` images. ``auto`` that keeps PyTorch on a
+        CPU (few images, no cached export) stays deferred, so a later call of many images still switches."""
+        if self._deferred is None:
+            return
+        engine, _ = self._deferred
+        self.use_engine(engine, n_images, self._deferred[1])
+        if engine == "auto" and self.model is not None and self.device.type == "cpu" and self.engine.kind == "torch":
+            self._deferred = (engine, self.threads)  # the threads resolved once, not again at every call
 
     # ------------------------------------------------------------------ core
     def embed_uint8(self, u8: torch.Tensor, batch_size: int = 64, flip: bool = False,
@@ -110,6 +133,7 @@ class Embedder:
             raise ReidkitError(f"embed: expected a batch size >= 1, got {batch_size}")
         if u8.shape[0] == 0:
             return torch.zeros(0, self.embedding_dim)
+        self._settle_engine(int(u8.shape[0]))
         starts = range(0, int(u8.shape[0]), batch_size)
         chunks = []
         with show_progress(len(starts), "embed", "batch", enabled=progress) as bar:
@@ -143,12 +167,14 @@ class Embedder:
         """
         feats = []
         if torch.is_tensor(images) and images.dim() == 4:
+            self._settle_engine(int(images.shape[0]))
             for s in range(0, images.shape[0], 4096):
                 feats.append(self.embed_uint8(images_to_uint8(images[s:s + 4096], self.input_size, bgr),
                                               batch_size, flip))
         else:
             items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) or torch.is_tensor(images) \
                 or (isinstance(images, np.ndarray) and images.ndim != 4) else list(images)
+            self._settle_engine(len(items))
             for s in range(0, len(items), 1024):
                 part = items[s:s + 1024]
                 u8 = (images_to_uint8(part[0], self.input_size, bgr) if len(part) == 1 and torch.is_tensor(part[0])
@@ -171,6 +197,7 @@ class Embedder:
         from reidkit.data.cache import decode_images
 
         feats, kept, bad = [], [], []
+        self._settle_engine(len(paths))
         with show_progress(len(paths), "embed", "img", enabled=progress) as bar:  # in a log: a line per chunk
             for s in range(0, len(paths), chunk):
                 part = [str(p) for p in paths[s:s + chunk]]
@@ -197,9 +224,16 @@ class Embedder:
         return u8, {k: v.detach().float().cpu() for k, v in maps.items()}
 
 
-def load(path: str | os.PathLike[str], device: str | torch.device | None = None) -> Embedder:
+def load(path: str | os.PathLike[str], device: str | torch.device | None = None, engine: str = "auto",
+         threads: int | None = None) -> Embedder:
     """Load a model file for inference: a training checkpoint (.pt), a weight file (.safetensors), a run folder
     or ONNX.
+
+    ``engine`` and ``threads`` are the command line's ``--engine`` and ``--threads``, with its defaults: at the
+    first embedding call the embedder runs where ``reidkit extract`` would for that many images (on a CPU,
+    ``auto`` is ONNX Runtime for at least ``AUTO_ONNX_MIN_IMAGES`` images or a model exported before, else
+    PyTorch) with the free physical cores as threads (``reidkit.utils.threads.default_cpu_threads``; this
+    sets PyTorch's intra-op threads for the process). ``Embedder.use_engine`` chooses at once instead.
 
     The file is read as untrusted input (``reidkit.inference.modelfile``): unknown models, damaged
     metadata, weights that do not fit their description and unreadable files raise
@@ -213,11 +247,15 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: model file not found (expected a .pt checkpoint, .safetensors or .onnx)")
+    if engine not in ENGINES:
+        raise ReidkitError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if p.suffix.lower() == ".onnx":
-        return Embedder(device=device, onnx_path=p)
-    from reidkit.inference.modelfile import load_model_file
+        emb = Embedder(device=device, onnx_path=p)
+    else:
+        from reidkit.inference.modelfile import load_model_file
 
-    dev = resolve_device(device)
-    emb = Embedder(load_model_file(p, dev), dev)
-    emb.source = str(p)
+        dev = resolve_device(device)
+        emb = Embedder(load_model_file(p, dev), dev)
+        emb.source = str(p)
+    emb._defer_engine(engine, threads)
     return emb

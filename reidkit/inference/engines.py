@@ -8,7 +8,8 @@ returning ``(N, D)`` float32 embeddings on the CPU.
 ``AUTO_ONNX_MIN_IMAGES``) or when the model was exported before: the model is exported once (with the
 parity check of ``reidkit.inference.export.export_onnx``) into ``onnx_cache_dir``, named by a hash
 of its description and weights digest, and reused afterwards. If the export fails or does not match
-PyTorch, ``auto`` falls back to PyTorch with a warning. On a GPU ``auto`` is PyTorch.
+PyTorch, ``auto`` falls back to PyTorch with a warning. On a GPU ``auto`` is PyTorch. The cache is kept
+bounded (``reidkit.inference.onnx_cache``: the least recently used exports go first).
 """
 
 from __future__ import annotations
@@ -157,7 +158,11 @@ def choose_engine(engine: str, model: nn.Module | None, current: Engine, meta: d
     path = cached_onnx_path(meta)
     if engine == "auto" and not path.is_file() and n_images is not None and n_images < AUTO_ONNX_MIN_IMAGES:
         return current
-    if not path.is_file():
+    from reidkit.inference import onnx_cache
+
+    if path.is_file():
+        onnx_cache.mark_used(path)
+    else:
         from reidkit.inference.export import export_onnx
 
         try:
@@ -169,9 +174,10 @@ def choose_engine(engine: str, model: nn.Module | None, current: Engine, meta: d
             print(f"reidkit: warning: ONNX export failed ({str(exc).splitlines()[0]}); using PyTorch",
                   file=sys.stderr)
             return current
+        onnx_cache.prune(path.parent, keep=path)
         print(f"reidkit: exported the model to ONNX once for faster CPU inference: {path} "
-              f"({path.stat().st_size / 2**20:.0f} MB; reused from now on; REIDKIT_CACHE moves the cache, "
-              "--engine torch skips it)", file=sys.stderr)
+              f"({path.stat().st_size / 2**20:.0f} MB; reused from now on; the cache keeps the "
+              f"{onnx_cache.MAX_MODELS} last used; REIDKIT_CACHE moves it, --engine torch skips it)", file=sys.stderr)
     try:
         return OnnxEngine(path, current.device, threads if on_cpu else None)
     except ReidkitError as exc:  # a damaged cache file: export again next time

@@ -8,15 +8,15 @@ start new tracks; a track's appearance memory is an exponential moving average o
 One line is printed per detection with its track id.
 
 Run on your own frames and MOTChallenge-style detections (det.txt rows: frame, id, left, top, width, height, ...):
-    python examples/tracking_loop.py --model MODEL --frames video_frames/ --detections det.txt
+    python -m reidkit.examples.tracking_loop --model MODEL --frames video_frames/ --detections det.txt
 
 Run with no video: pedestrians pasted onto a background at moving positions, each frame showing another
 picture of each person (another camera or moment), so the tracker must recognise people, not copies of one
 picture. The pictures come from a Market-1501-layout folder (the dataset folder, or a folder holding one, such
 as the demo's data/synthetic); without DIR a small synthetic set is generated in a temporary folder. At the
 end it prints, per person, the tracks it was given and how many frames each:
-    python examples/tracking_loop.py --model runs/demo/model.safetensors --demo data/synthetic
-    python examples/tracking_loop.py --model MODEL --demo [DIR] [--num-frames 12] [--people 3]
+    python -m reidkit.examples.tracking_loop --model runs/demo/model.safetensors --demo data/synthetic
+    python -m reidkit.examples.tracking_loop --model MODEL --demo [DIR] [--num-frames 12] [--people 3]
 """
 
 from __future__ import annotations

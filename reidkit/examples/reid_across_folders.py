@@ -5,12 +5,12 @@ crops (cosine distance between L2-normalised embeddings: 0 = same picture, 2 = o
 and, with ``--out``, written to a CSV file with one row per (query, rank).
 
 Run:
-    python examples/reid_across_folders.py --model runs/stadb/model.safetensors \
+    python -m reidkit.examples.reid_across_folders --model runs/stadb/model.safetensors \
         --query-dir cam1_crops/ --gallery-dir cam2_crops/ --k 5 --out matches.csv
 
 Try it offline on synthetic data (any model file works, e.g. one from ``reidkit train``):
     reidkit synth --out data/synth --ids 50
-    python examples/reid_across_folders.py --model MODEL \
+    python -m reidkit.examples.reid_across_folders --model MODEL \
         --query-dir data/synth/Market-1501-v15.09.15/query \
         --gallery-dir data/synth/Market-1501-v15.09.15/bounding_box_test
 
