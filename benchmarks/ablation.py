@@ -191,12 +191,14 @@ def other_evaluations(trainer: Trainer) -> dict[str, float]:
 
 
 def run_one(variant: tuple[str, str, dict[str, Any], str], args: argparse.Namespace, root: Path, seed: int,
-            out: Path) -> dict[str, Any]:
-    """Train (or reuse) one run and return its figures."""
+            out: Path) -> dict[str, Any] | None:
+    """Train (or reuse) one run and return its figures; None for a run not finished yet under ``--report``."""
     cfg = variant_config(variant, args, root, seed, out)
     summary = out / "ablation_run.json"
     if summary.is_file():  # a finished run of an earlier invocation
         return json.loads(summary.read_text())
+    if args.report:
+        return None
     t0 = time.perf_counter()
     trainer = Trainer(cfg, resume=True, quiet=True)
     res = trainer.fit()
@@ -268,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p", type=int, default=8)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: tabulate the runs already finished in --out (the others are left out)")
     ap.add_argument("--bn-check", action="store_true",
                     help="for two-path STADB runs, measure the part-head BatchNorm mismatch and re-estimated mAP")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -319,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             for seed in seeds:
                 row = run_one(variants[name], args, root, seed, where / f"{name}_seed{seed}")
+                if row is None:
+                    continue
                 results.setdefault(name, []).append(row)
                 erased = row.get("drop/erased")
                 print(f"{name:<24} {'' if images is None else f'{images} images '}seed {seed}: mAP {row['mAP']:.1f}"
@@ -346,18 +352,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def curve_table(curve: dict[Any, dict[str, list[dict[str, Any]]]], variants: dict[str, Any], root: Path,
                 args: argparse.Namespace) -> str:
-    """The learning-curve markdown table: one row per variant and budget, mean ± sample std over seeds."""
+    """The learning-curve markdown table: one row per variant and budget with finished runs, mean ± sample std
+    over seeds; beside the run's own evaluation, the same weights with flip averaging toggled and, for the
+    two-branch networks, with each branch L2-normalised before concatenating."""
     lines = [f"Learning curve on {root}: {args.backbone} from scratch, {args.size[0]}x{args.size[1]}, P×K "
              f"{args.p}×{args.k}, {args.epochs} epochs a run (warm-up and decay scaled to it), Adam {args.lr:g}, "
              f"seeds {args.seeds} (mean ± sample std).", "",
-             "| variant | training images | runs | mAP (%) | rank-1 (%) | mINP (%) | erased by drop (%) | "
-             "minutes a run |", "|---|---|---|---|---|---|---|---|"]
-    for name in next(iter(curve.values()), {}):
+             "| variant | training images | runs | mAP (%) | rank-1 (%) | mINP (%) | mAP with flip (%) | "
+             "mAP without flip (%) | mAP, branches normalised (%) | erased by drop (%) | minutes a run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    names = list(dict.fromkeys(n for results in curve.values() for n in results))
+    for name in names:
         for images, results in curve.items():
             rows = results.get(name, [])
+            if not rows:
+                continue
             pct = [None if r.get("drop/erased") is None else 100 * r["drop/erased"] for r in rows]
+            flip = [r["mAP"] if "mAP_noflip" in r else r.get("mAP_flip") for r in rows]
+            noflip = [r["mAP"] if "mAP_flip" in r else r.get("mAP_noflip") for r in rows]
             lines.append(f"| {name} | {images:,} | {len(rows)} | {_fmt([r['mAP'] for r in rows])} | "
-                         f"{_fmt([r['rank1'] for r in rows])} | {_fmt([r.get('mINP') for r in rows])} | {_fmt(pct)} | "
+                         f"{_fmt([r['rank1'] for r in rows])} | {_fmt([r.get('mINP') for r in rows])} | {_fmt(flip)} | "
+                         f"{_fmt(noflip)} | {_fmt([r.get('mAP_fuse_normalized') for r in rows])} | {_fmt(pct)} | "
                          f"{_fmt([r['seconds'] / 60 for r in rows], 0)} |")
     return "\n".join(lines) + "\n"
 

@@ -8,6 +8,7 @@ skipped with a message saying so, and any new script in ``benchmarks/`` is picke
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,24 @@ def test_rates_survive_a_cpu_clock_that_did_not_move(monkeypatch: pytest.MonkeyP
     assert wall > 0 and math.isnan(cpu)
     assert util.fmt(cpu) == "n/a" and util.fmt(util.ratio(wall, cpu), ".1f", "×") == "n/a"
     assert util.rate(6, 2.0) == 3.0 and util.fmt(util.rate(6, 2.0), ".1f", "×") == "3.0×"
+
+
+def test_ablation_learning_curve_runs_each_budget_and_reports_without_training(tmp_path: Path) -> None:
+    """``--budgets`` trains every variant at each number of training images (its own schedule: the batches per
+    epoch follow the budget), tabulates them per budget, and ``--report`` tabulates finished runs only."""
+    base = [sys.executable, str(BENCH / "ablation.py"), "--quick", "--out", str(tmp_path / "lc"), "--variants", "bdb"]
+    out = subprocess.run([*base, "--budgets", "4,8"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                         check=False, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| bdb |")]
+    assert [r.split(" | ")[1:3] for r in rows] == [["4", "1"], ["8", "1"]]
+    for images in (4, 8):
+        run = json.loads((tmp_path / "lc" / f"img{images}" / "bdb_seed0" / "ablation_run.json").read_text())
+        assert run["train_images"] == images  # 1 epoch of 2×2: one batch per 4 images
+        assert {"mAP_flip", "mAP_fuse_normalized"} <= set(run)  # BDB evaluates without flip: flip is the other
+    report = subprocess.run([*base, "--budgets", "4,8,12", "--seeds", "0,1", "--report"], cwd=tmp_path, env=_env(),
+                            capture_output=True, text=True, check=False, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert not (tmp_path / "lc" / "img12").exists() and not (tmp_path / "lc" / "img4" / "bdb_seed1").exists()
+    assert [line.split(" | ")[1:3] for line in report.stdout.splitlines() if line.startswith("| bdb |")] == \
+        [["4", "1"], ["8", "1"]]
