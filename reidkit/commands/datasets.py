@@ -8,8 +8,9 @@ import sys
 import warnings
 from typing import Any
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import int_in, path_arg
 from reidkit.errors import DatasetError
+from reidkit.utils.limits import MAX_LABEL
 
 NAMES = ("market1501", "dukemtmcreid", "msmt17", "cuhk03", "celebreid", "folder", "csv")
 
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuhk03-detected", action="store_true", help="cuhk03: detected boxes (default labeled)")
     parser.add_argument("--cuhk03-classic", action="store_true",
                         help="cuhk03: classic 1367/100 protocol with 20 splits (default the 767/700 protocol)")
-    parser.add_argument("--split-id", type=int, default=0, metavar="N", help="cuhk03 classic: split 0-19")
+    parser.add_argument("--split-id", type=int_in(0, 19), default=0, metavar="N", help="cuhk03 classic: split 0-19")
     parser.add_argument("--cuhk03-classic-query", choices=("view1", "all"), default="view1",
                         help="cuhk03 classic: queries from view 1 and gallery from view 2 (default), or every "
                              "test image in both")
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify-images", choices=("full", "header", "none"), default=None,
                         help="image check: full decode (default for folder/csv), header (default for "
                              "benchmarks) or none")
-    parser.add_argument("--default-camid", type=int, default=None, metavar="N",
+    parser.add_argument("--default-camid", type=int_in(0, MAX_LABEL), default=None, metavar="N",
                         help="folder/csv: the camera of images that name none (a file name without <camid>_, "
                              "an empty camid); default: such images are left out")
 

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import float_in, int_in, path_arg
 from reidkit.errors import ReidkitError
+from reidkit.utils.limits import MAX_EPOCHS, MAX_SECONDS, MAX_SYNTH_IDS
 
 # The embedded demo settings (tuned for ~5 minutes on 2 CPU cores; see run()).
 DEMO_DATA = {"ids": 100, "cams": 4, "seed": 0, "images_per_id_cam": 4, "size": (128, 64), "distractors": 20,
@@ -44,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", type=path_arg, metavar="DIR", help="run folder (default: runs/demo)")
     parser.add_argument("--data", default="data/synthetic", type=path_arg, metavar="DIR",
                         help="where the synthetic dataset is (generated there if absent; default: data/synthetic)")
-    parser.add_argument("--seconds-budget", type=float, default=300.0, metavar="S",
+    parser.add_argument("--seconds-budget", type=float_in(0.0, MAX_SECONDS, above=True), default=300.0, metavar="S",
                         help="wall-time budget for the whole demo; training stops early to keep it (default: 300)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default: {DEMO_CONFIG['train']['epochs']})")
-    parser.add_argument("--ids", type=int, default=DEMO_DATA["ids"],
+    parser.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None, help=f"training epochs (default: {DEMO_CONFIG['train']['epochs']})")
+    parser.add_argument("--ids", type=int_in(2, MAX_SYNTH_IDS), default=DEMO_DATA["ids"],
                         help="identities in the synthetic set (half train, half test; default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a demo config value, e.g. --set sampler.p=4 (repeatable)")

@@ -29,10 +29,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import float_in, int_in, path_arg, seed
 from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import ReidkitError
 from reidkit.inference.dataset import MULTI_QUERY
+from reidkit.utils.limits import MAX_RANK, MAX_REPEATS, MAX_RESULTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,16 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("metrics")
     m.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean", help="distance (default euclidean)")
     m.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranking (Zhong et al. 2017)")
-    m.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
-    m.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
-    m.add_argument("--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+    m.add_argument("--k1", type=int_in(1, MAX_RESULTS), default=20, help="re-ranking k1 (default 20)")
+    m.add_argument("--k2", type=int_in(1, MAX_RESULTS), default=6, help="re-ranking k2 (default 6)")
+    m.add_argument("--lambda", dest="lambda_value", type=float_in(0.0, 1.0), default=0.3, help="re-ranking lambda (default 0.3)")
     m.add_argument("--ap", choices=("noninterp", "official"), default="noninterp",
                    help="AP: noninterp (torchreid/fast-reid, default) or official (Market-1501 MATLAB)")
-    m.add_argument("--max-rank", type=int, default=50, help="CMC length (default 50)")
+    m.add_argument("--max-rank", type=int_in(1, MAX_RANK), default=50, help="CMC length (default 50)")
     m.add_argument("--single-shot", action="store_true",
                    help="also report the CUHK03 single-gallery-shot CMC (1367/100 protocol)")
-    m.add_argument("--repeats", type=int, default=10, help="single-shot repeats (default 10)")
-    m.add_argument("--seed", type=int, default=0, help="single-shot random seed (default 0)")
+    m.add_argument("--repeats", type=int_in(1, MAX_REPEATS), default=10, help="single-shot repeats (default 10)")
+    m.add_argument("--seed", type=seed(), default=0, help="single-shot random seed (default 0)")
     o = parser.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
     o.add_argument("--out", type=path_arg, metavar="DIR",
@@ -67,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.features) == bool(args.checkpoint or args.onnx):
         raise ReidkitError("give either --features FILE or --checkpoint PATH (with --dataset and --root)")
-    if args.max_rank < 1:
-        raise ReidkitError(f"--max-rank: expected a positive integer, got {args.max_rank}")
     from reidkit.utils.atomic import output_file, output_folder
 
     if args.dataset and len(args.dataset) > 1:

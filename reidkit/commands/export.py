@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import float_in, int_in, path_arg
 from reidkit.errors import ReidkitError
 from reidkit.inference.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MIN_COSINE
 
 MIN_INT8_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
+MAX_CALIBRATION_IMAGES = 100_000  # --calibration-images (the default is 128)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,18 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=path_arg, metavar="PATH",
                         help="training checkpoint .pt, model.safetensors or a run folder")
     parser.add_argument("--out", required=True, type=path_arg, metavar="FILE", help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
-    parser.add_argument("--atol", type=float, default=1e-4,
+    parser.add_argument("--opset", type=int_in(7, 25), default=17, help="ONNX opset version (default 17)")
+    parser.add_argument("--atol", type=float_in(0.0, 1.0, above=True), default=1e-4,
                         help="largest accepted |onnxruntime - PyTorch| / max(1, largest |PyTorch value|) (default 1e-4)")
     q = parser.add_argument_group("INT8 (an extra file beside --out: model.onnx -> model.int8.onnx)")
     q.add_argument("--int8", action="store_true",
                    help="also write an INT8 copy: static quantization with --calibrate, else dynamic")
     q.add_argument("--calibrate", type=path_arg, metavar="DIR",
                    help="folder of person crops to calibrate the INT8 activation ranges on (static quantization)")
-    q.add_argument("--calibration-images", type=int, default=None, metavar="N",
+    q.add_argument("--calibration-images", type=int_in(1, MAX_CALIBRATION_IMAGES), default=None, metavar="N",
                    help=f"crops of --calibrate used for calibration (default {DEFAULT_CALIBRATION_IMAGES}); "
                         "the others check the result")
-    q.add_argument("--min-cosine", type=float, default=None, metavar="X",
+    q.add_argument("--min-cosine", type=float_in(-1.0, 1.0), default=None, metavar="X",
                    help="smallest accepted cosine between INT8 and float32 embeddings of held-out images "
                         f"(default {DEFAULT_MIN_COSINE})")
 
@@ -59,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from reidkit.inference.quantize import calibration_split, int8_path, quantize_onnx
     from reidkit.utils.atomic import atomic_path, output_file
 
-    if not 7 <= args.opset <= 25:
-        raise ReidkitError(f"--opset: expected a version between 7 and 25, got {args.opset}")
     int8_options = {"--calibrate": args.calibrate, "--calibration-images": args.calibration_images,
                     "--min-cosine": args.min_cosine}
     if not args.int8:
@@ -73,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
     bound = DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine
     if args.calibration_images is not None and args.calibrate is None:
         raise ReidkitError("--calibration-images: the number of --calibrate crops; give --calibrate DIR too")
-    if not -1.0 <= bound <= 1.0:
-        raise ReidkitError(f"--min-cosine: expected a value between -1 and 1, got {bound}")
     out = output_file(args.out, "the ONNX file")
     q_out = output_file(int8_path(out), "the INT8 ONNX file") if args.int8 else None
     if args.calibrate is not None:

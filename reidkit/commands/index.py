@@ -27,9 +27,11 @@ import os
 import re
 from typing import Any
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import int_in, path_arg
 from reidkit.commands.options import add_model_arguments, embedder_for_index, load_embedder
 from reidkit.errors import DatasetError, ReidkitError
+from reidkit.inference.faiss_index import BOUNDS
+from reidkit.utils.limits import MAX_LABEL
 
 APPROX = ("none", "ivfpq", "hnsw")
 # option -> (IndexSpec field, the kind it belongs to, help)
@@ -55,8 +57,8 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_index_arguments(parser: argparse.ArgumentParser, approx_help: str, approx_default: str | None) -> None:
     parser.add_argument("--approx", choices=APPROX, default=approx_default, help=approx_help)
-    for option, (_field, _kind, text) in INDEX_OPTIONS.items():
-        parser.add_argument(option, type=int, default=None, metavar="N", help=text)
+    for option, (field, _kind, text) in INDEX_OPTIONS.items():
+        parser.add_argument(option, type=int_in(*BOUNDS[field]), default=None, metavar="N", help=text)
 
 
 def _on_index(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -93,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="images or folders (relative to the current folder): their entries, or every entry "
                            "under a folder")
     what.add_argument("--csv", type=path_arg, metavar="FILE", help="CSV list with a 'path' column: the entries of those images")
-    what.add_argument("--pids", nargs="+", type=int, metavar="PID", help="every entry of these identities")
+    what.add_argument("--pids", nargs="+", type=int_in(-1, MAX_LABEL), metavar="PID", help="every entry of these identities")
     _embedding_action(_on_index(sub, "update", "re-embed images and replace their entries (new ones are added)"))
     rb = _on_index(sub, "rebuild", "rebuild the FAISS index from the stored embeddings (retrain, or change it)")
     _add_index_arguments(rb, "index kind to rebuild as: none (exact), ivfpq or hnsw (default: the current kind)",

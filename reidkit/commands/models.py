@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from reidkit.commands.argtypes import int_in
+from reidkit.utils.limits import MAX_CLASSES
+
 # Parameter counts the papers report (751 Market-1501 classes).
 PAPER_PARAMS: dict[str, str] = {
     "stadb": "paper: 35.81M total (§4.5), 'model size 34.8M' (§4.2)",
@@ -22,7 +25,7 @@ STADB_STRUCTURES: tuple[dict[str, str], ...] = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--num-classes N`` (751) and ``--json``."""
-    parser.add_argument("--num-classes", type=int, default=751, metavar="N",
+    parser.add_argument("--num-classes", type=int_in(1, MAX_CLASSES), default=751, metavar="N",
                         help="training identities the classifiers are sized for (default 751, Market-1501)")
     parser.add_argument("--json", action="store_true",
                         help='print {"name": {"params": .., "params_inference": .., "embedding_dim": ..}, ...}')

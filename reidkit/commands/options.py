@@ -8,7 +8,7 @@ import argparse
 import json
 from typing import Any
 
-from reidkit.commands.argtypes import batch_size, path_arg, threads, workers
+from reidkit.commands.argtypes import batch_size, device_arg, path_arg, threads, workers
 from reidkit.errors import ReidkitError
 from reidkit.inference.engines import AUTO_ONNX_MIN_IMAGES, ENGINES
 from reidkit.utils.limits import MAX_BATCH_IMAGES, THREADS_PER_CPU, max_threads
@@ -26,7 +26,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) 
 def add_runtime_arguments(parser: argparse.ArgumentParser, flip: bool = True) -> None:
     """How a model embeds images: ``--device``, ``--batch-size``, ``--flip`` (unless ``flip`` is False: a
     command that takes it from elsewhere), ``--workers``, ``--engine``, ``--threads``, ``--no-progress``."""
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--device", default="auto", type=device_arg, help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--batch-size", type=batch_size(), default=64,
                         help=f"images per forward pass, 1..{MAX_BATCH_IMAGES} (default 64)")
     if flip:

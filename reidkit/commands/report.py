@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import int_in, path_arg
 from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
-from reidkit.errors import ReidkitError
+from reidkit.utils.limits import MAX_RESULTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit report``."""
     add_dataset_source_arguments(parser)
     parser.add_argument("--out", required=True, type=path_arg, metavar="FILE", help="HTML file to write")
-    parser.add_argument("--worst", type=int, default=8, help="worst queries shown (default 8)")
-    parser.add_argument("--k", type=int, default=10, help="gallery images per rank list (default 10)")
+    parser.add_argument("--worst", type=int_in(0, MAX_RESULTS), default=8, help="worst queries shown (default 8)")
+    parser.add_argument("--k", type=int_in(1, MAX_RESULTS), default=10, help="gallery images per rank list (default 10)")
     parser.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     parser.add_argument("--title", default="reidkit evaluation report", help="page title")
@@ -33,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from reidkit.utils.atomic import output_file
     from reidkit.viz.report import write_report
 
-    if args.worst < 0 or args.k < 1:
-        raise ReidkitError("--worst must be >= 0 and --k >= 1")
     output_file(args.out, "the HTML report")
     data = dataset_features_from_args(args)
     info = {"features": args.features} if args.features else {"dataset": f"{args.dataset} ({args.root})"}

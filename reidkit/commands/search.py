@@ -31,28 +31,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import int_in, path_arg
 from reidkit.commands.options import add_runtime_arguments, embedder_for_index
 from reidkit.errors import DatasetError, ReidkitError
+from reidkit.inference.faiss_index import BOUNDS
+from reidkit.utils.limits import MAX_RESULTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``reidkit search``."""
     parser.add_argument("index", type=path_arg, metavar="INDEX_DIR", help="index folder made by 'reidkit index build'")
     parser.add_argument("--query", required=True, type=path_arg, metavar="IMG_or_DIR", help="a query image or a folder of them")
-    parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    parser.add_argument("--k", type=int_in(1, MAX_RESULTS), default=10, help="results per query (default 10)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, λ=0.3)")
-    parser.add_argument("--nprobe", type=int, default=None, metavar="N",
+    parser.add_argument("--nprobe", type=int_in(*BOUNDS["nprobe"]), default=None, metavar="N",
                         help="IVF-PQ lists searched per query (default: the index's, recorded when it was built)")
-    parser.add_argument("--refine", type=int, default=None, metavar="N",
+    parser.add_argument("--refine", type=int_in(*BOUNDS["refine"]), default=None, metavar="N",
                         help="IVF-PQ candidates per result scored exactly (default: the index's, recorded when it "
                              "was built)")
-    parser.add_argument("--ef-search", type=int, default=None, metavar="N",
+    parser.add_argument("--ef-search", type=int_in(*BOUNDS["ef_search"]), default=None, metavar="N",
                         help="HNSW candidate list per query (default: the index's, recorded when it was built)")
     parser.add_argument("--format", choices=["json", "csv"], default="json", help="output format (default json)")
     parser.add_argument("--out", type=path_arg, metavar="FILE", help="write the results here instead of stdout")
     parser.add_argument("--picture", type=path_arg, metavar="PNG", help="draw the rank lists (one row per query) into this PNG")
-    parser.add_argument("--max-picture-queries", type=int, default=20,
+    parser.add_argument("--max-picture-queries", type=int_in(1, MAX_RESULTS), default=20,
                         help="queries drawn in --picture (default 20)")
     parser.add_argument("--gallery-root", action="append", default=[], type=path_arg, metavar="DIR",
                         help="a folder the index's gallery images may be read from for --picture (repeatable; "
@@ -84,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from reidkit.inference.sources import list_folder, report_bad
     from reidkit.utils.atomic import atomic_write_text, output_file
 
-    if args.k < 1:
-        raise ReidkitError(f"--k: expected a positive integer, got {args.k}")
     if args.out:
         output_file(args.out, "the results")
     if args.picture:

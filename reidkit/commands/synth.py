@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import time
 
-from reidkit.commands.argtypes import int_in, path_arg, workers
-from reidkit.utils.limits import MAX_SYNTH_EXTRA, MAX_SYNTH_IMAGES_PER_ID_CAM, MAX_SYNTH_SIDE, max_threads
+from reidkit.commands.argtypes import int_in, path_arg, seed, workers
+from reidkit.utils.limits import (
+    MAX_SYNTH_EXTRA,
+    MAX_SYNTH_IDS,
+    MAX_SYNTH_IMAGES_PER_ID_CAM,
+    MAX_SYNTH_SIDE,
+    max_threads,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``reidkit synth``."""
     parser.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="output folder (the dataset goes to OUT/Market-1501-v15.09.15)")
-    parser.add_argument("--ids", type=int, default=100, help="number of identities, half train, half test (default 100)")
-    parser.add_argument("--cams", type=int, default=4, help="number of cameras, 2..9 (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
+    parser.add_argument("--ids", type=int_in(2, MAX_SYNTH_IDS), default=100,
+                        help=f"number of identities, half train, half test, 2..{MAX_SYNTH_IDS} (default 100)")
+    parser.add_argument("--cams", type=int_in(2, 9), default=4, help="number of cameras, 2..9 (default 4)")
+    parser.add_argument("--seed", type=seed(), default=0, help="random seed; same seed, same bytes (default 0)")
     parser.add_argument("--images-per-id-cam", type=int_in(1, MAX_SYNTH_IMAGES_PER_ID_CAM), default=4,
                         help=f"images per identity and camera, 1..{MAX_SYNTH_IMAGES_PER_ID_CAM} (default 4)")
     parser.add_argument("--height", type=int_in(16, MAX_SYNTH_SIDE), default=128,

@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reidkit.commands.argtypes import path_arg
+from reidkit.commands.argtypes import device_arg, int_in, path_arg, seed
 from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import DatasetError, ReidkitError
+from reidkit.utils.limits import MAX_RESULTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,19 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--images", required=True, nargs="+", type=path_arg, metavar="IMG_or_DIR", help="images or folders")
     a.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="folder for the PNG files")
     a.add_argument("--maps", nargs="+", metavar="NAME", help="maps to draw (default: all the model gives)")
-    a.add_argument("--per-picture", type=int, default=8, help="crops per picture (default 8)")
-    a.add_argument("--max-images", type=int, default=64, help="at most this many crops (default 64)")
-    a.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    a.add_argument("--per-picture", type=int_in(1, 1000), default=8, help="crops per picture (default 8)")
+    a.add_argument("--max-images", type=int_in(1, MAX_RESULTS), default=64, help="at most this many crops (default 64)")
+    a.add_argument("--device", default="auto", type=device_arg, help="cpu, cuda, cuda:N or auto (default)")
     r = sub.add_parser("ranklist", help="queries and their top-k gallery images, framed green/red")
     add_dataset_source_arguments(r)
     r.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="folder for the PNG files")
-    r.add_argument("--queries", type=int, default=8, help="number of queries to draw (default 8)")
+    r.add_argument("--queries", type=int_in(1, MAX_RESULTS), default=8, help="number of queries to draw (default 8)")
     r.add_argument("--worst", action="store_true", help="the lowest-AP queries (default: random ones)")
-    r.add_argument("--query-index", type=int, nargs="+", metavar="I", help="draw these query indices")
-    r.add_argument("--k", type=int, default=10, help="gallery images per query (default 10)")
+    r.add_argument("--query-index", type=int_in(0, 2**31 - 1), nargs="+", metavar="I", help="draw these query indices")
+    r.add_argument("--k", type=int_in(1, MAX_RESULTS), default=10, help="gallery images per query (default 10)")
     r.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
     r.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
-    r.add_argument("--seed", type=int, default=0, help="seed of the random query choice")
+    r.add_argument("--seed", type=seed(), default=0, help="seed of the random query choice")
 
 
 def _images(items: list[str], limit: int) -> list[str]:

@@ -15,7 +15,8 @@ absolute path; the metadata holds ``path``, ``pid`` and ``camid``.
 
 On disk a gallery is a folder:
     INDEX_DIR/manifest.json                    metric, dimension, ids, metadata, model description, the index
-                                               kind with its parameters, the generation and its files
+                                               kind with its parameters, the generation and its files (each
+                                               segment with its rows and SHA-256 digest)
     INDEX_DIR/embeddings-<hex>.safetensors     segments of the embeddings and their keys, in row order: the
                                                source of truth
     INDEX_DIR/faiss-<generation>.index         the approximate FAISS index of the generation (when FAISS is
@@ -40,6 +41,11 @@ read (cheaper than reading and checking its file, which is kept for other FAISS 
 index is read from its file, and a missing or damaged one is rebuilt from the embeddings with one warning
 (IVF-PQ is then retrained) and stored by the next write.
 
+Each segment's SHA-256 digest is in the manifest (format 4) and is checked when the segment is read: a
+segment whose bytes changed since it was written (one flipped bit) is a one-line ``GalleryIndexError`` naming
+it, never a different ranking. A manifest of format 3 or older has no digests: its segments are read
+unchecked (and get digests when the next write rewrites the manifest).
+
 The index is untrusted input: its manifest is checked (types, counts, the model description, sizes, index
 parameters), its FAISS file's layout is checked before FAISS reads it (``reidkit.inference.faiss_file``),
 and it names only files inside the folder: the generation files are plain names, never symbolic links; the
@@ -59,6 +65,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -93,7 +100,10 @@ from reidkit.utils.paths import inside, within
 from reidkit.utils.textfile import read_bytes
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 3  # 2: keys in the embeddings file, the FAISS index in the manifest; 3: embedding segments
+FORMAT_VERSION = 4  # 2: keys in the embeddings file, the FAISS index in the manifest; 3: embedding segments;
+#                    4: a SHA-256 digest per segment
+DIGEST = "sha256"  # of each segment file (docs/gallery.md, "Segment digests": why SHA-256, what it costs)
+_DIGEST_HEX = re.compile(r"[0-9a-f]{64}")
 SEGMENT_ROWS = 1 << 16  # the most rows a segment file holds (400 MB of 1,536-d float32)
 LOCK = ".reidkit-index.lock"
 MODEL_FILES = ("model.safetensors", "model.onnx")  # the index's own model, in the order they are looked for
@@ -109,10 +119,12 @@ class GalleryIndexError(ReidkitError):
 
 @dataclass(frozen=True)
 class _Segment:
-    """``rows`` consecutive gallery rows, stored in the segment ``file`` (None: not written yet)."""
+    """``rows`` consecutive gallery rows, stored in the segment ``file`` (None: not written yet) whose bytes have
+    the SHA-256 ``digest`` (hex)."""
 
     rows: int
     file: str | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -539,9 +551,11 @@ class Gallery:
                     written.append(out / name)
                     save_tensors(out / name, {"embeddings": self.embeddings[first : first + seg.rows],
                                               "keys": torch.from_numpy(self.keys[first : first + seg.rows])})
-                    segments[i] = _Segment(seg.rows, name)
+                    segments[i] = _Segment(seg.rows, name, file_digest(out / name))
+                elif seg.digest is None:  # kept from a manifest without digests, and not read by this gallery
+                    segments[i] = _Segment(seg.rows, seg.file, file_digest(out / str(seg.file)))
                 first += seg.rows
-            manifest["segments"] = [{"file": seg.file, "rows": seg.rows} for seg in segments]
+            manifest["segments"] = [{"file": seg.file, "rows": seg.rows, DIGEST: seg.digest} for seg in segments]
             if vindex is not None and faiss_name is not None:
                 written.append(out / faiss_name)
                 with atomic_path(out / faiss_name) as tmp:
@@ -567,14 +581,15 @@ class Gallery:
         for _ in range(_LOAD_ATTEMPTS):
             m = _read_manifest(d)
             try:
-                parts = []
+                parts, digests = [], []
                 for seg in m["segments"]:
-                    tensors = _read_generation_file(d, m, seg["file"], _load_embeddings)
-                    if tensors is None:
+                    read = _read_generation_file(d, m, seg["file"], _segment_reader(seg.get(DIGEST)))
+                    if read is None:
                         raise GalleryIndexError(f"{d}: damaged index (its embeddings file {seg['file']} is "
                                                 "missing); rebuild it with 'reidkit index build'")
-                    parts.append(tensors)
-                g = cls._from_manifest(d, m, parts, use_faiss)
+                    parts.append(read[0])
+                    digests.append(read[1])
+                g = cls._from_manifest(d, m, parts, use_faiss, digests)
                 g._read_index(d, m)
             except _Replaced:
                 continue
@@ -612,8 +627,9 @@ class Gallery:
 
     @classmethod
     def _from_manifest(cls, d: Path, m: dict[str, Any], parts: list[dict[str, torch.Tensor]],
-                       use_faiss: bool | None) -> Gallery:
-        """The gallery of manifest ``m`` and its segments' tensors ``parts``, checked against each other."""
+                       use_faiss: bool | None, digests: list[str]) -> Gallery:
+        """The gallery of manifest ``m`` and its segments' tensors ``parts`` (whose files have ``digests``),
+        checked against each other."""
         width = None
         for seg, tensors in zip(m["segments"], parts, strict=True):
             emb = tensors.get("embeddings")
@@ -651,8 +667,9 @@ class Gallery:
             g._chunks, g._key_chunks = [emb], [keys]
             g._next_key = int(keys.max()) + 1
             # a file of format 1 (no keys) or 2 (over SEGMENT_ROWS rows) is rewritten by the next save
-            g._segments = [_Segment(rows, seg["file"] if t.get("keys") is not None and rows <= SEGMENT_ROWS else None)
-                           for seg, t, rows in zip(m["segments"], parts, sizes, strict=True) if rows]
+            g._segments = [_Segment(rows, seg["file"], digest) if t.get("keys") is not None and rows <= SEGMENT_ROWS
+                           else _Segment(rows)
+                           for seg, t, rows, digest in zip(m["segments"], parts, sizes, digests, strict=True) if rows]
         g.ids, g.metadata = list(m["ids"]), [dict(x) for x in m["metadata"]]
         return g
 
@@ -867,6 +884,26 @@ def _read_generation_file(d: Path, m: dict[str, Any], name: str, reader: Callabl
         raise
 
 
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 digest (hex) of the file at ``path``, read in pieces (what ``sha256sum`` prints)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, DIGEST).hexdigest()
+
+
+def _segment_reader(expected: str | None) -> Callable[[Path], tuple[dict[str, torch.Tensor], str]]:
+    """A reader of one segment file: its digest, checked against ``expected`` (the manifest's; None: a manifest
+    without digests, nothing to check) before its tensors are read; returns (tensors, digest)."""
+    def read(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+        digest = file_digest(path)
+        if expected is not None and digest != expected:
+            raise GalleryIndexError(f"{path}: damaged index segment (its {DIGEST} digest is not the one the "
+                                    "manifest recorded when it was written: the file changed on disk); rebuild the "
+                                    "index with 'reidkit index build'")
+        return _load_embeddings(path), digest
+
+    return read
+
+
 def _load_embeddings(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_tensors(path)[0]
@@ -997,7 +1034,8 @@ def _check_manifest(m: Any, path: Path) -> dict[str, Any]:
 
 
 def _check_segments(m: dict[str, Any], version: int, path: Path) -> None:
-    """Sets ``m["segments"]`` (a list of ``{"file", "rows"}``; rows None: as the file says) and
+    """Sets ``m["segments"]`` (a list of ``{"file", "rows", "sha256"}``; rows None: as the file says; no digest
+    before format 4) and
     ``m["generation"]``, checked: plain file names inside the index folder, never a path that leads elsewhere
     (before format 3: the one ``embeddings_file``, whose name gives the generation)."""
     name_rule = "a file name like embeddings-<hex>.safetensors inside the index folder"
@@ -1011,10 +1049,11 @@ def _check_segments(m: dict[str, Any], version: int, path: Path) -> None:
     if not isinstance(generation, str) or not re.fullmatch(r"[0-9a-f]{1,64}", generation):
         raise GalleryIndexError(f"{path}: damaged index manifest ('generation' must be a hex string); rebuild "
                                 "it with 'reidkit index build'")
+    fields = {"file", "rows", DIGEST} if version >= 4 else {"file", "rows"}
     if not isinstance(segments, list) or not all(
-            isinstance(seg, dict) and set(seg) == {"file", "rows"} for seg in segments):
-        raise GalleryIndexError(f"{path}: damaged index manifest ('segments' must be a list of {{file, rows}}); "
-                                "rebuild it with 'reidkit index build'")
+            isinstance(seg, dict) and set(seg) == fields for seg in segments):
+        raise GalleryIndexError(f"{path}: damaged index manifest ('segments' must be a list of "
+                                f"{{{', '.join(sorted(fields))}}}); rebuild it with 'reidkit index build'")
     for seg in segments:
         if not isinstance(seg["file"], str) or not _EMBEDDINGS_NAME.fullmatch(seg["file"]):
             raise GalleryIndexError(f"{path}: each segment's 'file' must be {name_rule}")
@@ -1022,6 +1061,9 @@ def _check_segments(m: dict[str, Any], version: int, path: Path) -> None:
         if not isinstance(rows, int) or isinstance(rows, bool) or not 1 <= rows <= SEGMENT_ROWS:
             raise GalleryIndexError(f"{path}: damaged index manifest (a segment's 'rows' must be an integer "
                                     f"from 1 to {SEGMENT_ROWS}); rebuild it with 'reidkit index build'")
+        if version >= 4 and not (isinstance(seg[DIGEST], str) and _DIGEST_HEX.fullmatch(seg[DIGEST])):
+            raise GalleryIndexError(f"{path}: damaged index manifest (a segment's '{DIGEST}' must be 64 hex "
+                                    "digits); rebuild it with 'reidkit index build'")
     if len({seg["file"] for seg in segments}) != len(segments):
         raise GalleryIndexError(f"{path}: damaged index manifest (a segment file named twice); rebuild it with "
                                 "'reidkit index build'")

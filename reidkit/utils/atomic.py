@@ -12,18 +12,30 @@
   (training checkpoints, an index) is refused unless the user asks with a flag (``refuse_to_replace``).
 - A write the system refuses (no space left, a read-only or immutable folder, no permission) is one
   ``OutputError`` line naming the file and the reason.
+- **Temporary files** are named ``.<name>.rk<pid>-<host>.<random>.tmp`` (``<name>`` the target's name in
+  printable ASCII, at most 100 characters, so a library that takes UTF-8 paths only can write it whatever
+  the target is called; ``<pid>`` the writer's process id; ``<host>`` six hex digits of this boot and PID
+  namespace). A writer killed with SIGKILL leaves its temporary file; the first atomic write of a process into
+  a folder removes those that are stale (``remove_stale_temporaries``): of this machine (same ``<host>``) and
+  of a process that no longer runs, or of another machine or boot and untouched for a day. A PID is only
+  compared where it means something (the same boot and namespace); a PID reused by another process keeps the
+  file (never a live writer's removed, at worst a stale one kept longer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -126,9 +138,79 @@ def refuse_to_replace(folder: str | os.PathLike[str], names: Iterable[str], what
                           "another output folder")
 
 
+TEMP_NAME = re.compile(r"\..*\.rk(\d{1,10})-([0-9a-f]{6})\.[a-z0-9_]{8}\.tmp", re.DOTALL)  # what atomic_path makes
+FOREIGN_TEMP_SECONDS = 24 * 3600  # a temporary file of another machine or boot is stale after a day untouched
+_cleaned: set[str] = set()  # the folders this process has removed stale temporary files from
+
+
+@functools.cache
+def _host_tag() -> str:
+    """Six hex digits naming this boot and PID namespace: where a process id in a temporary file's name means
+    the same process."""
+    parts = [socket.gethostname()]
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        with contextlib.suppress(OSError):
+            parts.append(read())
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "backslashreplace")).hexdigest()[:6]
+
+
+def temporary_prefix(target: Path) -> str:
+    """The start of an ``atomic_path`` temporary file's name for ``target`` (see the module docstring)."""
+    safe = "".join(c if c.isascii() and c.isprintable() and c not in "/\\" else "_" for c in target.name)[:100]
+    return f".{safe}.rk{os.getpid()}-{_host_tag()}."
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with id ``pid`` exists on this machine (one of another user counts)."""
+    if pid <= 0:
+        return True  # not a writer's id: never judged dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[str]:
+    """Remove from ``folder`` the temporary files of ``atomic_path`` whose writer is gone (see the module
+    docstring); returns their names. Only regular files of that naming are considered; nothing else is touched,
+    and a file that cannot be removed is left."""
+    tag, now, removed = _host_tag(), time.time(), []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            m = TEMP_NAME.fullmatch(entry.name)
+            if m is None:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            stale = (not _running(int(m.group(1))) if m.group(2) == tag
+                     else now - st.st_mtime > FOREIGN_TEMP_SECONDS)
+            if stale:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+    return removed
+
+
+def _clean_once(folder: Path) -> None:
+    """``remove_stale_temporaries(folder)`` on this process's first write into ``folder``."""
+    key = os.path.realpath(folder)
+    if key not in _cleaned:
+        _cleaned.add(key)
+        remove_stale_temporaries(folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``.
+    """Yield a temporary path beside ``path`` (named as the module docstring says; the first write of the
+    process into the folder removes stale ones); on success it is fsynced and renamed over ``path``.
 
     ``path`` follows the rule of ``output_file``; its permissions that of the module docstring. On any
     exception the temporary file is removed and ``path`` is left untouched; a write the system refuses
@@ -141,10 +223,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = output_file(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target), suffix=".tmp", dir=target.parent)
         os.close(fd)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({_reason(exc)})") from None
+    _clean_once(target.parent)
     tmp = Path(tmp_name)
     try:
         yield tmp

@@ -26,6 +26,9 @@ def resolve_device(name: str | torch.device | None, local_rank: int = 0, option:
             raise ConfigError(f"{option} {name!r}: CUDA is not available on this machine; use cpu or auto")
         if dev.index is None:
             return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+        if dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{option} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ConfigError(f"{option} 'mps': not available on this machine; use cpu or auto")
     return dev

@@ -45,6 +45,15 @@ THREADS_PER_CPU = 4  # --threads, --workers: at most this many per logical CPU (
 MAX_SYNTH_SIDE = MAX_INPUT_SIDE  # reidkit synth --height/--width: what a network can embed
 MAX_SYNTH_IMAGES_PER_ID_CAM = 100  # reidkit synth --images-per-id-cam (Market-1501 has ~7 per identity and camera)
 MAX_SYNTH_EXTRA = 100_000  # reidkit synth --distractors, --junk
+MAX_SYNTH_IDS = 9_999  # reidkit synth/demo --ids: Market-1501 names hold 4-digit ids
+MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX of Linux, macOS and Windows file systems)
+MAX_PATH_BYTES = 4_095  # a whole path (PATH_MAX - 1 on Linux)
+MAX_EPOCHS = 100_000  # reidkit demo --epochs
+MAX_SECONDS = 7 * 24 * 3600  # a time budget (reidkit demo --seconds-budget): a week
+MAX_RESULTS = 100_000  # results or pictures per query, queries drawn (--k, --queries, --worst, ...)
+MAX_REPEATS = 10_000  # CUHK03 single-shot repeats
+MAX_CLASSES = 1_000_000  # reidkit models --num-classes (MSMT17 has 1,041 training identities)
+MAX_LABEL = 2**62  # a pid or camera number given on the command line
 
 
 def max_threads() -> int:

@@ -477,7 +477,7 @@ def test_format_1_index_reads_and_orphans_of_a_killed_writer_are_removed(tmp_pat
     (idx / "mine.txt").write_text("not the index's")
     assert add_to_index(idx, torch.zeros(1, 8), ["z"], [{}]) == (1, 51)
     manifest = json.loads((idx / "manifest.json").read_text())
-    assert manifest["format_version"] == 3 and manifest["index"]["file"] is None  # the exact index: no file
+    assert manifest["format_version"] == 4 and manifest["index"]["file"] is None  # the exact index: no file
     files = [seg["file"] for seg in manifest["segments"]]
     assert [seg["rows"] for seg in manifest["segments"]] == [50, 1]
     assert "embeddings-0123456789ab.safetensors" not in files  # it had no keys: rewritten

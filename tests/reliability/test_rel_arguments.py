@@ -139,3 +139,109 @@ def test_every_path_option_takes_the_path_type(name):
     for action in _actions(parser):
         if action.metavar in PATH_METAVARS or action.dest in ("out", "index", "images", "csv", "root"):
             assert action.type is path_arg, f"reidkit {name} {action.option_strings or action.dest}"
+
+
+# ------------------------------------------------------------------- numbers, seeds, devices, long paths (issue 30)
+LONG_NAME = "n" * 256  # one byte over NAME_MAX
+
+
+@pytest.mark.parametrize("argv", [
+    ["extract", *MODEL, "--images", "imgs", "--out", f"out/{LONG_NAME}.safetensors"],
+    ["extract", "--checkpoint", f"{LONG_NAME}/model.safetensors", "--images", "imgs", "--out", "f.safetensors"],
+    ["search", "idx", "--query", f"q/{LONG_NAME}.jpg"],
+    ["search", LONG_NAME, "--query", "q.jpg"],
+    ["train", "--config", f"{LONG_NAME}.yaml"],
+    ["train", "--config", "c.yaml", "--out", f"runs/{LONG_NAME}"],
+    ["eval", *MODEL, "--dataset", "market1501", "--root", f"data/{LONG_NAME}"],
+    ["eval", "--features", "f.safetensors", "--out", LONG_NAME],
+    ["export", *MODEL, "--out", f"{LONG_NAME}.onnx"],
+    ["export", "--checkpoint", "/" + "d/" * 2100 + "m.safetensors", "--out", "m.onnx"],
+])
+def test_over_long_paths_are_refused_by_the_parser(argv, capsys):
+    line = _refused(argv, capsys, "argument ")
+    assert "bytes" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["synth", "--out", "s", "--seed", "-1"],
+    ["synth", "--out", "s", "--seed", str(2**32)],
+    ["eval", "--features", "f.safetensors", "--single-shot", "--seed", "-1"],
+    ["visualize", "ranklist", "--features", "f.safetensors", "--out", "viz", "--seed", "-5"],
+])
+def test_seeds_are_within_numpy_range(argv, capsys):
+    _refused(argv, capsys, "--seed", f"between 0 and {2**32 - 1}")
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["demo", "--seconds-budget", "nan"], "--seconds-budget"),
+    (["demo", "--seconds-budget", "inf"], "--seconds-budget"),
+    (["demo", "--seconds-budget", "0"], "--seconds-budget"),
+    (["demo", "--epochs", "-1"], "--epochs"),
+    (["demo", "--ids", "1000000000"], "--ids"),
+    (["export", *MODEL, "--out", "m.onnx", "--atol", "nan"], "--atol"),
+    (["export", *MODEL, "--out", "m.onnx", "--atol", "-1"], "--atol"),
+    (["export", *MODEL, "--out", "m.onnx", "--int8", "--min-cosine", "nan"], "--min-cosine"),
+    (["export", *MODEL, "--out", "m.onnx", "--opset", "99999999999999999999"], "--opset"),
+    (["eval", "--features", "f", "--lambda", "nan"], "--lambda"),
+    (["eval", "--features", "f", "--rerank", "--k1", "-3"], "--k1"),
+    (["eval", "--features", "f", "--max-rank", "10000000000"], "--max-rank"),
+    (["search", "idx", "--query", "q.jpg", "--k", "0"], "--k"),
+    (["search", "idx", "--query", "q.jpg", "--nprobe", "-1"], "--nprobe"),
+    (["index", "build", *MODEL, "--images", "i", "--out", "o", "--approx", "ivfpq", "--nlist", "0"], "--nlist"),
+    (["models", "--num-classes", "99999999999999999999"], "--num-classes"),
+    (["datasets", "cuhk03", "--root", "d", "--split-id", "20"], "--split-id"),
+    (["synth", "--out", "s", "--cams", "10"], "--cams"),
+    (["synth", "--out", "s", "--ids", "100000"], "--ids"),
+    (["visualize", "attention", *MODEL, "--images", "i", "--out", "o", "--per-picture", "0"], "--per-picture"),
+    (["report", "--features", "f", "--out", "r.html", "--worst", "-1"], "--worst"),
+])
+def test_numbers_are_bounded_and_finite(argv, flag, capsys):
+    _refused(argv, capsys, flag)
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "tpu", "gpu", "cuda:-1", "", "cpu:0"])
+@pytest.mark.parametrize("command", [
+    ["extract", *MODEL, "--images", "imgs", "--out", "f.safetensors"],
+    ["search", "idx", "--query", "q.jpg"],
+    ["visualize", "attention", *MODEL, "--images", "i", "--out", "o"],
+])
+def test_unusable_device_names_are_refused_by_the_parser(command, device, capsys):
+    _refused([*command, "--device", device], capsys, "--device", "expected cpu, cuda, cuda:N, mps or auto")
+
+
+def test_work_is_not_done_before_a_bad_value_is_refused(tmp_path, rel_weights, capsys):
+    """``demo --epochs -1`` generated the synthetic data first; ``export --atol nan`` ran the export first."""
+    _refused(["demo", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--epochs", "-1"], capsys,
+             "--epochs")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+    import time
+
+    start = time.perf_counter()
+    _refused(["export", "--checkpoint", str(rel_weights), "--out", str(tmp_path / "m.onnx"), "--atol", "nan"],
+             capsys, "--atol")
+    assert time.perf_counter() - start < 5 and not list(tmp_path.glob("*.onnx"))
+
+
+def test_export_to_a_file_named_in_other_bytes_than_utf8(tmp_path, rel_weights, cli):
+    """``export --out $'\\xff.onnx'`` was a traceback from the ONNX writer; the file is now written."""
+    out = os.path.join(os.fsencode(tmp_path), b"\xff\xfe.onnx")
+    res = cli(["export", "--checkpoint", str(rel_weights), "--out", os.fsdecode(out)], timeout=300)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert os.path.isfile(out) and os.path.getsize(out) > 1000
+    assert [p for p in os.listdir(os.fsencode(tmp_path))] == [b"\xff\xfe.onnx"]  # no temporary file left
+
+
+def test_every_number_option_has_a_bounded_type():
+    """No option takes a plain ``int`` or ``float`` (unbounded, NaN accepted): each goes through an argtypes type,
+    and every ``--device`` and ``--seed`` through theirs."""
+    from reidkit.commands.argtypes import device_arg
+
+    for name in sorted(COMMANDS):
+        parser, _ = _command_parser(name)
+        for action in _actions(parser):
+            where = f"reidkit {name} {action.option_strings or action.dest}"
+            assert action.type not in (int, float), where
+            if "--device" in action.option_strings:
+                assert action.type is device_arg, where
+            if "--seed" in action.option_strings:
+                assert action.type("0") == 0 and getattr(action.type, "__name__", "") == "integer", where
