@@ -21,7 +21,9 @@ Each variant trains with the augmentation and evaluation settings of its model's
 (``configs/<model>_market1501.yaml``: random erasing, Cutout, flip averaging at test), everything else as
 above. ``--budgets`` gives a learning curve: every variant and seed at each number of training images, each
 a full run with its own schedule (the warm-up and the step decay are fractions of the run's epochs, and a
-budget sets the batches per epoch), written under ``OUT/img<budget>/`` and tabulated per budget.
+budget sets the batches per epoch), written under ``OUT/img<budget>/`` and tabulated per budget
+(``OUT/learning_curve.md``, every run's figures in ``OUT/learning_curve.json``); ``--report`` trains nothing
+and tabulates the runs finished so far.
 """
 
 from __future__ import annotations
@@ -346,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.budgets:
         text = curve_table(curve, variants, root, args)
         atomic_write_text(out / "learning_curve.md", text)
+        atomic_write_json(out / "learning_curve.json", {
+            "settings": {k: v for k, v in vars(args).items() if k not in ("variant", "images", "batches")},
+            "runs": [{"variant": name, "training_images": images, **row} for images, results in curve.items()
+                     for name, rows in results.items() for row in rows]})
     print(text)
     return 0
 
