@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" × {args.batches} batches = {steps * args.p * args.k} training images" if args.batches else "")
                   + f", Adam {args.lr:g}, seeds {args.seeds} (mean ± sample std).")
         text = table(results, variants, header)
-        atomic_write_text(where / "ablation.md", text)
+        if results:  # under --report a budget may have no finished run: nothing to write
+            atomic_write_text(where / "ablation.md", text)
     if args.budgets:
         text = curve_table(curve, variants, root, args)
         atomic_write_text(out / "learning_curve.md", text)

@@ -208,6 +208,10 @@ def test_search_refuses_nan_features(tmp_path: Path, stadb_file: Path, gallery_d
     t, _ = load_tensors(emb_file)
     t["embeddings"][1, 3] = float("nan")
     save_tensors(emb_file, t)
+    from reidkit.inference.gallery import file_digest  # a NaN the writer stored, not a damaged file
+
+    manifest["segments"][0]["sha256"] = file_digest(emb_file)
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="NaN") as err:
         Gallery.load(tmp_path / "idx").search(v[0], k=2)
     assert "\n" not in str(err.value)
