@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from reidkit import __version__
 from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.models.base import ReIDModel
 from reidkit.models.registry import build, names
 from reidkit.utils.atomic import atomic_path
 from reidkit.utils.safeload import safe_torch_load
+from reidkit.version import __version__
 
 META_KEY = "reidkit"
 
