@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from reidkit.version import __version__
 
 __all__ = ["Embedder", "Gallery", "__version__", "datasets", "evaluate", "load", "models"]
 

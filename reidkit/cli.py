@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
-from reidkit import __version__
 from reidkit.errors import ReidkitError
+from reidkit.version import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

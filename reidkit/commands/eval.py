@@ -32,7 +32,7 @@ from typing import Any
 from reidkit.commands.argtypes import float_in, int_in, path_arg, seed
 from reidkit.commands.options import add_dataset_source_arguments, dataset_features_from_args
 from reidkit.errors import ReidkitError
-from reidkit.inference.dataset import MULTI_QUERY
+from reidkit.inference.dataset import MULTI_QUERY, evaluate_features
 from reidkit.utils.limits import MAX_RANK, MAX_REPEATS, MAX_RESULTS
 
 
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print/write the metrics; returns 0."""
-    from reidkit.eval import cuhk03_single_shot_cmc, evaluate, pairwise_distance, rank_k
+    from reidkit.eval import cuhk03_single_shot_cmc, pairwise_distance, rank_k
 
     if bool(args.features) == bool(args.checkpoint or args.onnx):
         raise ReidkitError("give either --features FILE or --checkpoint PATH (with --dataset and --root)")
@@ -81,15 +81,11 @@ def run(args: argparse.Namespace) -> int:
         from reidkit.inference import save_dataset_features
 
         save_dataset_features(args.save_features, features)
-    data = {k: getattr(features, k) for k in ("query_feats", "query_pids", "query_camids", "gallery_feats",
-                                              "gallery_pids", "gallery_camids")}
-    labels = (data["query_pids"], data["gallery_pids"], data["query_camids"], data["gallery_camids"])
-    common = {"metric": args.metric, "ap": args.ap, "max_rank": args.max_rank}
-    results: dict[str, dict[str, Any]] = {}
-    results["plain"] = evaluate(data["query_feats"], data["gallery_feats"], *labels, **common)
+    common = {"metric": args.metric, "k1": args.k1, "k2": args.k2, "lambda_value": args.lambda_value, "ap": args.ap,
+              "max_rank": args.max_rank}
+    results: dict[str, dict[str, Any]] = {"plain": evaluate_features(features, **common)}
     if args.rerank:
-        results["rerank"] = evaluate(data["query_feats"], data["gallery_feats"], *labels, rerank=True,
-                                     k1=args.k1, k2=args.k2, lambda_value=args.lambda_value, **common)
+        results["rerank"] = evaluate_features(features, rerank=True, **common)
     main = results["rerank" if args.rerank else "plain"]
     from reidkit.eval.summary import evaluation_settings, metrics_record, to_percent
 
@@ -104,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
     if args.rerank:
         payload["without_rerank"] = to_percent(results["plain"])
     if args.single_shot:
-        d = pairwise_distance(data["query_feats"], data["gallery_feats"], args.metric)
-        cmc = cuhk03_single_shot_cmc(d, *labels, repeats=args.repeats, seed=args.seed, max_rank=args.max_rank)
+        d = pairwise_distance(features.query_feats, features.gallery_feats, args.metric)
+        cmc = cuhk03_single_shot_cmc(d, features.query_pids, features.gallery_pids, features.query_camids,
+                                     features.gallery_camids, repeats=args.repeats, seed=args.seed,
+                                     max_rank=args.max_rank)
         payload["single_shot"] = {"cmc": [100.0 * float(c) for c in cmc],
                                   **{k: 100.0 * v for k, v in rank_k(cmc).items()},
                                   "repeats": args.repeats, "seed": args.seed}

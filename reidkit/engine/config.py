@@ -149,6 +149,25 @@ class ScheduleConfig:
     min_factor: float = 0.0
 
 
+STADB_DEFAULTS = {"warmup_epochs": 50, "warmup_step": 5, "milestones": [200, 300], "gamma": 0.1}
+
+
+def resolve_schedule(cfg: ScheduleConfig) -> ScheduleConfig:
+    """``kind="stadb"`` filled in with the paper's numbers where the config left the defaults."""
+    if cfg.kind != "stadb":
+        return cfg
+    defaults = ScheduleConfig()
+    return ScheduleConfig(
+        kind="step",
+        warmup_epochs=cfg.warmup_epochs if cfg.warmup_epochs != defaults.warmup_epochs
+        else STADB_DEFAULTS["warmup_epochs"],
+        warmup_step=cfg.warmup_step if cfg.warmup_step != defaults.warmup_step else STADB_DEFAULTS["warmup_step"],
+        milestones=list(cfg.milestones) if cfg.milestones else list(STADB_DEFAULTS["milestones"]),
+        gamma=cfg.gamma,
+        min_factor=cfg.min_factor,
+    )
+
+
 @dataclass
 class TrainConfig:
     """The loop: epochs, evaluation cadence, seed, precision and where the run folder goes.
@@ -663,7 +682,6 @@ def resolve_effective(cfg: RunConfig) -> RunConfig:
     - several training datasets: ``data.root`` and ``data.options`` as one entry per dataset, and an empty
       ``eval.datasets`` as the training datasets (the test sets such a run evaluates on).
     """
-    from reidkit.engine.schedules import resolve_schedule
     from reidkit.models.registry import model_class, option_defaults
 
     if isinstance(cfg.data.dataset, list):

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-import reidkit
 from reidkit.errors import ReidkitError
 from reidkit.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 from reidkit.utils.limits import MAX_SIDECAR_BYTES
 from reidkit.utils.textfile import read_text
+from reidkit.version import __version__
 
 __all__ = ["ENV_FILE", "RunLog", "environment_info", "environment_records", "load_history", "plot_history"]
 
@@ -58,10 +58,10 @@ def _git_commit(repo: Path) -> str | None:
 
 def environment_info(seed: int, device: torch.device | str, world_size: int = 1) -> dict[str, Any]:
     """What a run needs to be reproduced: seed, versions, git commit (when the code is in a git clone)."""
-    repo = Path(reidkit.__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # the folder holding the reidkit package
     info: dict[str, Any] = {
         "seed": seed,
-        "reidkit": reidkit.__version__,
+        "reidkit": __version__,
         "torch": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

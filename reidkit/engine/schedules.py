@@ -13,28 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from reidkit.engine.config import ScheduleConfig
+from reidkit.engine.config import STADB_DEFAULTS as STADB_DEFAULTS  # kept importable from here
+from reidkit.engine.config import ScheduleConfig, resolve_schedule
 from reidkit.errors import ConfigError
 
 __all__ = ["EpochSchedule", "lr_at", "resolve_schedule"]
-
-STADB_DEFAULTS = {"warmup_epochs": 50, "warmup_step": 5, "milestones": [200, 300], "gamma": 0.1}
-
-
-def resolve_schedule(cfg: ScheduleConfig) -> ScheduleConfig:
-    """``kind="stadb"`` filled in with the paper's numbers where the config left the defaults."""
-    if cfg.kind != "stadb":
-        return cfg
-    defaults = ScheduleConfig()
-    return ScheduleConfig(
-        kind="step",
-        warmup_epochs=cfg.warmup_epochs if cfg.warmup_epochs != defaults.warmup_epochs
-        else STADB_DEFAULTS["warmup_epochs"],
-        warmup_step=cfg.warmup_step if cfg.warmup_step != defaults.warmup_step else STADB_DEFAULTS["warmup_step"],
-        milestones=list(cfg.milestones) if cfg.milestones else list(STADB_DEFAULTS["milestones"]),
-        gamma=cfg.gamma,
-        min_factor=cfg.min_factor,
-    )
 
 
 def _warmup_factor(epoch: int, warmup_epochs: int, warmup_step: int) -> float:

@@ -1,6 +1,6 @@
 """A benchmark's query and gallery embedded with an ``reidkit.inference.embedder.Embedder``: the features
 ``reidkit eval``, ``reidkit extract --dataset``, ``reidkit visualize ranklist`` and ``reidkit report`` work on;
-and several test sets embedded and evaluated in turn (``evaluate_test_sets``), the one path of ``reidkit eval``
+and several test sets embedded and evaluated in turn (``evaluate_test_sets``, each by ``evaluate_features``), the one path of ``reidkit eval``
 with several ``--dataset`` and of a training run's ``eval.datasets``."""
 
 from __future__ import annotations
@@ -58,6 +58,18 @@ def embed_dataset(emb: Any, ds: Any, batch_size: int = 64, flip: bool = False, w
                            {"dataset": ds.name, "flip": bool(flip), "multi_query": multi_query})
 
 
+def evaluate_features(f: DatasetFeatures, *, metric: str = "euclidean", rerank: bool = False, k1: int = 20,
+                      k2: int = 6, lambda_value: float = 0.3, ap: str = "noninterp",
+                      max_rank: int = 50) -> dict[str, Any]:
+    """A test set's metrics from its features (``reidkit.eval.evaluate`` of the query against the gallery with
+    these settings): what ``reidkit eval`` reports for a features file, a checkpoint and each of several test
+    sets (``evaluate_test_sets``)."""
+    from reidkit.eval import evaluate
+
+    return evaluate(f.query_feats, f.gallery_feats, f.query_pids, f.gallery_pids, f.query_camids, f.gallery_camids,
+                    metric=metric, rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, ap=ap, max_rank=max_rank)
+
+
 def evaluate_test_sets(emb: Any, test_sets: Iterable[tuple[str, Any]], *, batch_size: int = 64, flip: bool = False,
                        workers: int = 4, progress: bool = True, metric: str = "euclidean", rerank: bool = False,
                        k1: int = 20, k2: int = 6, lambda_value: float = 0.3, ap: str = "noninterp",
@@ -66,15 +78,13 @@ def evaluate_test_sets(emb: Any, test_sets: Iterable[tuple[str, Any]], *, batch_
     (``reidkit.eval.evaluate`` with these settings): ``test_sets`` holds ``(label, ReidDataset)`` pairs. Returns
     the record the table is printed and saved from (``reidkit.eval.summary.record_of_test_sets``): percent, the
     settings, one entry per test set in the given order, each what evaluating that set alone gives."""
-    from reidkit.eval import evaluate
     from reidkit.eval.summary import evaluation_settings, record_of_test_sets, to_percent
 
     rows = []
     for label, ds in test_sets:
         f = embed_dataset(emb, ds, batch_size, flip, workers, progress)
-        res = evaluate(f.query_feats, f.gallery_feats, f.query_pids, f.gallery_pids, f.query_camids,
-                       f.gallery_camids, metric=metric, rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value,
-                       ap=ap, max_rank=max_rank)
+        res = evaluate_features(f, metric=metric, rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value, ap=ap,
+                                max_rank=max_rank)
         rows.append({"name": label, "dataset": ds.name, "root": str(ds.root), **to_percent(res)})
     settings = evaluation_settings(metric=metric, flip=flip, rerank=rerank, k1=k1, k2=k2, lambda_value=lambda_value,
                                    ap=ap, max_rank=max_rank, multi_query="none")

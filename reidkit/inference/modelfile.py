@@ -8,7 +8,8 @@ embedding size, weights digest). ``check_model_meta`` checks its types and its s
 (no memory), refuses one of more than ``MAX_PARAMETERS`` parameters, compares every stored tensor's name,
 shape and kind (floating or integer) with the network's, and only then loads the weights
 (``reidkit.models.io.load_model``), refusing NaN or infinite values. Every refusal is a one-line
-``CheckpointError`` naming the file.
+``CheckpointError`` naming the file. The file itself is read by ``reidkit.models.io`` only
+(``read_model_header``, ``load_model``): this module checks, it does not read.
 
 Examples:
     >>> model = load_model_file("runs/stadb/model.safetensors")  # doctest: +SKIP
@@ -16,19 +17,23 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from reidkit.errors import CheckpointError, ReidkitError
+from reidkit.models.io import (  # noqa: F401 - META_KEY, RUN_FOLDER_FILES and parse_meta_json: also read from here
+    META_KEY,
+    RUN_FOLDER_FILES,
+    load_model,
+    parse_meta_json,
+    read_model_header,
+    resolve_model_file,
+    strip_prefixes,
+)
 from reidkit.utils.limits import MAX_EMBEDDING_DIM, MAX_PARAMETERS, input_size_problem
-from reidkit.utils.safeload import safe_torch_load
 
-META_KEY = "reidkit"  # the metadata key of the model description (as reidkit.models.io writes it)
-RUN_FOLDER_FILES = ("model.safetensors", "checkpoint.pt")  # what a run folder is read through, in order
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -141,70 +146,6 @@ def check_model_meta(meta: Any, source: str | os.PathLike[str], *, registered: b
     return meta
 
 
-def parse_meta_json(text: Any, source: str | os.PathLike[str]) -> Any:
-    """The JSON value of a metadata string (a one-line ``CheckpointError`` when it is not JSON or nests too
-    deeply)."""
-    if not isinstance(text, str):
-        raise CheckpointError(f"{source}: damaged metadata (expected JSON text)")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise CheckpointError(f"{source}: damaged metadata (not valid JSON)") from None
-
-
-def resolve_model_file(path: str | os.PathLike[str]) -> Path:
-    """The file a model path names: the path itself, or in a run folder ``model.safetensors`` (else
-    ``checkpoint.pt``); a one-line ``CheckpointError`` when there is none or it is not a regular file."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for name in RUN_FOLDER_FILES:
-            if (p / name).is_file():
-                return p / name
-        raise CheckpointError(f"{p}: no model.safetensors or checkpoint.pt in this directory")
-    if not p.is_file():
-        raise CheckpointError(f"{p}: model file not found; expected model.safetensors, checkpoint.pt or a run dir")
-    return p
-
-
-def _is_safetensors(p: Path) -> bool:
-    """The rule of ``reidkit.models.io.load_model``: by name, else by the first bytes (not zip, not pickle)."""
-    if p.suffix == ".safetensors":
-        return True
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-    return len(head) == 8 and not head.startswith(b"PK") and not head.startswith(b"\x80")
-
-
-def _stored_tensors(p: Path) -> tuple[dict[str, tuple[tuple[int, ...], bool]], Any]:
-    """(name → (shape, is floating)) of the stored weights and the raw model description, without reading
-    the weights (safetensors header, or a memory-mapped checkpoint)."""
-    if _is_safetensors(p):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(p), framework="pt") as fh:
-                raw = (fh.metadata() or {}).get(META_KEY)
-                shapes = {}
-                for k in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    sl = fh.get_slice(k)
-                    shapes[k] = (tuple(int(v) for v in sl.get_shape()), sl.get_dtype().startswith(("F", "BF")))
-        except Exception as exc:  # safetensors raises several private error types
-            raise CheckpointError(f"{p}: not a readable safetensors file ({type(exc).__name__})") from None
-        if raw is None:
-            raise CheckpointError(f"{p}: no reidkit metadata; expected a model.safetensors written by reidkit")
-        return shapes, parse_meta_json(raw, p)
-    obj = safe_torch_load(p, "a reidkit checkpoint.pt or model.safetensors", mmap=True)
-    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not isinstance(
-            obj.get("model_meta"), dict):
-        raise CheckpointError(f"{p}: not a reidkit checkpoint; expected keys 'model' and 'model_meta'")
-    shapes = {}
-    for k, v in obj["model"].items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise CheckpointError(f"{p}: damaged checkpoint ('model' must map names to tensors)")
-        shapes[k] = (tuple(v.shape), v.is_floating_point())
-    return shapes, obj["model_meta"]
-
-
 def build_within_bounds(name: str, num_classes: int, options: dict[str, Any], source: str,
                         error: type[ReidkitError] = CheckpointError) -> torch.nn.Module:
     """Network ``name`` built on the ``meta`` device (shapes only, no memory: the options' own checks run);
@@ -232,10 +173,8 @@ def load_model_file(path: str | os.PathLike[str], device: str | torch.device = "
     Examples:
         >>> load_model_file("runs/stadb")  # doctest: +SKIP
     """
-    from reidkit.models.io import load_model, strip_prefixes
-
     p = resolve_model_file(path)
-    stored, raw = _stored_tensors(p)
+    stored, raw = read_model_header(p)
     meta = check_model_meta(raw, p)
     net = build_within_bounds(meta["model"], meta["num_classes"], dict(meta.get("options") or {}), str(p))
     expected = {k: (tuple(v.shape), v.is_floating_point()) for k, v in net.state_dict().items()}

@@ -1,4 +1,9 @@
-"""Weight files: ``save_weights`` (safetensors + reidkit metadata) and ``load_model`` (any model file)."""
+"""Model files: ``save_weights`` (safetensors + reidkit metadata), and the one reader of model files
+(``model.safetensors``, ``checkpoint.pt``, a run folder): ``resolve_model_file`` (which file a path names),
+``read_model_header`` (names, shapes and description, without the weights) and ``load_model`` (the model).
+
+``reidkit.inference.modelfile.load_model_file`` checks a file as untrusted input through these before
+``load_model`` reads the weights."""
 
 from __future__ import annotations
 
@@ -11,14 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from reidkit import __version__
 from reidkit.errors import CheckpointError, ReidkitError
 from reidkit.models.base import ReIDModel
 from reidkit.models.registry import build, names
 from reidkit.utils.atomic import atomic_path
 from reidkit.utils.safeload import safe_torch_load
+from reidkit.version import __version__
 
 META_KEY = "reidkit"
+RUN_FOLDER_FILES = ("model.safetensors", "checkpoint.pt")  # what a run folder is read through, in order
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -63,6 +69,70 @@ def save_weights(model: ReIDModel, path: str | os.PathLike[str]) -> Path:
     with atomic_path(target) as tmp:
         save_file(state, str(tmp), metadata={META_KEY: json.dumps(model_meta(model))})
     return target
+
+
+def parse_meta_json(text: Any, source: str | os.PathLike[str]) -> Any:
+    """The JSON value of a metadata string (a one-line ``CheckpointError`` when it is not JSON or nests too
+    deeply)."""
+    if not isinstance(text, str):
+        raise CheckpointError(f"{source}: damaged metadata (expected JSON text)")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{source}: damaged metadata (not valid JSON)") from None
+
+
+def resolve_model_file(path: str | os.PathLike[str]) -> Path:
+    """The file a model path names: the path itself, or in a run folder ``model.safetensors`` (else
+    ``checkpoint.pt``); a one-line ``CheckpointError`` when there is none or it is not a regular file."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in RUN_FOLDER_FILES:
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: no model.safetensors or checkpoint.pt in this directory")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: model file not found; expected model.safetensors, checkpoint.pt or a run dir")
+    return p
+
+
+def is_safetensors(p: Path) -> bool:
+    """Whether model file ``p`` is read as safetensors: by name, else by the first bytes (not zip, not pickle)."""
+    if p.suffix == ".safetensors":
+        return True
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    return len(head) == 8 and not head.startswith(b"PK") and not head.startswith(b"\x80")
+
+
+def read_model_header(p: Path) -> tuple[dict[str, tuple[tuple[int, ...], bool]], Any]:
+    """(name → (shape, is floating)) of the stored weights and the raw model description of model file ``p``,
+    without reading the weights (safetensors header, or a memory-mapped checkpoint)."""
+    if is_safetensors(p):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                raw = (fh.metadata() or {}).get(META_KEY)
+                shapes = {}
+                for k in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    sl = fh.get_slice(k)
+                    shapes[k] = (tuple(int(v) for v in sl.get_shape()), sl.get_dtype().startswith(("F", "BF")))
+        except Exception as exc:  # safetensors raises several private error types
+            raise CheckpointError(f"{p}: not a readable safetensors file ({type(exc).__name__})") from None
+        if raw is None:
+            raise CheckpointError(f"{p}: no reidkit metadata; expected a model.safetensors written by reidkit")
+        return shapes, parse_meta_json(raw, p)
+    obj = safe_torch_load(p, "a reidkit checkpoint.pt or model.safetensors", mmap=True)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict) or not isinstance(
+            obj.get("model_meta"), dict):
+        raise CheckpointError(f"{p}: not a reidkit checkpoint; expected keys 'model' and 'model_meta'")
+    shapes = {}
+    for k, v in obj["model"].items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{p}: damaged checkpoint ('model' must map names to tensors)")
+        shapes[k] = (tuple(v.shape), v.is_floating_point())
+    return shapes, obj["model_meta"]
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -112,19 +182,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     Errors (missing file, non-reidkit file, pickles that would run code, unknown model, mismatched weights)
     raise a one-line ``CheckpointError`` naming the file.
     """
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for name in ("model.safetensors", "checkpoint.pt"):
-            if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise CheckpointError(f"{p}: no model.safetensors or checkpoint.pt in this directory")
-    if not p.is_file():
-        raise CheckpointError(f"{p}: model file not found; expected model.safetensors, checkpoint.pt or a run dir")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-    if p.suffix == ".safetensors" or (len(head) == 8 and not head.startswith(b"PK") and not head.startswith(b"\x80")):
+    p = resolve_model_file(path)
+    if is_safetensors(p):
         state, meta = _read_safetensors(p)
     else:
         state, meta = _read_checkpoint(p)
