@@ -66,7 +66,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="gallery rows to scale to (default 1,000,000)")
     ap.add_argument("--dim", type=int, default=1536, help="embedding width to scale to (default 1,536)")
     ap.add_argument("--repeat", type=int, default=3, help="times each digest is run; the best is kept (default 3)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: a 2 MB file, one repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.mb, args.repeat = 2, 1
     size = args.mb * 1_000_000
     gallery = args.rows * args.dim * 4
     with tempfile.TemporaryDirectory() as tmp:

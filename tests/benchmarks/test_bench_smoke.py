@@ -37,6 +37,7 @@ EXPECT: dict[str, list[str]] = {
     "bench_eval.py": ["| quick", "reidkit"],
     "bench_gallery.py": ["| flat |", "| hnsw |", "| ivfpq |", "| ivfpq + refine ×4 |", "| ivfpq-grown |"],
     "bench_index_writes.py": ["| 3,000 | flat |", "| 3,000 | hnsw |"],
+    "bench_digest.py": ["| sha256 (reidkit's, file_digest) |", "| crc32 (zlib) |"],
     "ablation.py": ["| baseline |", "| stadb |", "| m0 |", "re-estimated"],
     "bench_int8.py": ["| stadb | 64×32 | float32 |", "| stadb | 64×32 | int8 static |", "| stadb-untrained |",
                       "avx512_vnni"],
