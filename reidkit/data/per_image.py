@@ -41,6 +41,7 @@ class PerImageDataset(Dataset):
         self.pids = [int(p) for p in pids]
         self.cfg = cfg
         self.train = train
+        self.cutout_fill = replace(cfg, erase_value="mean")  # Cutout fills the mean pixel, whatever erasing does
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -67,7 +68,7 @@ class PerImageDataset(Dataset):
                 cut = sample_cutout(1, h, w, cfg, None)
                 boxes = cutout_boxes({"cutout": cut["erase"], **{f"cutout_{k}": cut[k]
                                                                  for k in ("top", "left", "height", "width")}})
-                erase_(x, boxes, replace(cfg, erase_value="mean"), vectorised=False)  # type: ignore[arg-type]
+                erase_(x, boxes, self.cutout_fill, vectorised=False)  # type: ignore[arg-type]
         x = x[0]
         return x, self.pids[index]
 
